@@ -1,0 +1,60 @@
+"""wsgi_pool: one fork-safe, pooled HTTP client per WSGI worker, sized from the server.
+
+Importing this package imports neither requests nor urllib3 (nor gunicorn): the names that
+need them load on first use, so a ``gunicorn.conf.py`` can import the hooks in the master
+before gevent patches anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._config import PoolConfig, PoolSizing, size_pools
+from ._errors import ConfigError, MissingClientError, WsgiPoolError
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._middleware import ENVIRON_KEY, PoolMiddleware, client, client_from
+    from ._pools import PoolTimeout, WorkerPools
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENVIRON_KEY",
+    "Client",
+    "ConfigError",
+    "MissingClientError",
+    "PoolConfig",
+    "PoolMiddleware",
+    "PoolSizing",
+    "PoolTimeout",
+    "WorkerPools",
+    "WsgiPoolError",
+    "client",
+    "client_from",
+    "size_pools",
+]
+
+_LAZY = {
+    "Client": "._client",
+    "ENVIRON_KEY": "._middleware",
+    "PoolMiddleware": "._middleware",
+    "client": "._middleware",
+    "client_from": "._middleware",
+    "PoolTimeout": "._pools",
+    "WorkerPools": "._pools",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wsgi_pool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

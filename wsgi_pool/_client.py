@@ -1,0 +1,113 @@
+"""The client handlers use: the requests API over the process's shared pools, nothing else shared."""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import requests
+from requests.adapters import BaseAdapter
+from requests.cookies import RequestsCookieJar
+from requests.exceptions import InvalidSchema
+from requests.hooks import default_hooks
+from requests.models import DEFAULT_REDIRECT_LIMIT
+from requests.sessions import merge_setting
+from requests.utils import default_headers
+from urllib3.util import parse_url
+
+from . import _process
+from ._config import PoolConfig
+from ._pools import WorkerPools
+
+
+class DiscardingCookieJar(RequestsCookieJar):
+    """A cookie jar that never stores what an upstream sets; cookies given by the caller still go out."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+
+class Client(requests.Session):
+    """The requests API (``get``, ``post``, ``request``, ... returning ``requests.Response``).
+
+    Shares this process's pools and nothing else: its headers, auth, hooks, params, cookies
+    and mounted adapters are its own. It finds the pools by process id on every call, so
+    one created before a fork uses the child's own pools after it. ``close()`` releases the
+    streamed responses it returned that are still open; the shared pools stay open.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig | None = None,
+        *,
+        pools: WorkerPools | None = None,
+        keep_cookies: bool = True,
+    ) -> None:
+        # requests.Session.__init__ is skipped on purpose: it builds two adapters, each with
+        # pools of its own. Every attribute it sets is set here, cheaply.
+        self._config = config
+        self._pools = pools
+        self._streams: weakref.WeakSet[requests.Response] | None = None
+        self.headers = default_headers()
+        self.auth = None
+        self.proxies = {}
+        self.hooks = default_hooks()
+        self.params = {}
+        self.stream = False
+        self.verify = True
+        self.cert = None
+        self.max_redirects = DEFAULT_REDIRECT_LIMIT
+        self.trust_env = False
+        self.cookies = RequestsCookieJar() if keep_cookies else DiscardingCookieJar()
+        self.adapters = OrderedDict()
+
+    @property
+    def pools(self) -> WorkerPools:
+        """This process's pools, as this client uses them now."""
+        self._pools = pools = _process.current(self._pools, self._config)
+        return pools
+
+    def get_adapter(self, url: str) -> BaseAdapter:
+        """An adapter this client mounted, else the process's shared one for http and https."""
+        lowered = url.lower()
+        for prefix, adapter in self.adapters.items():
+            if lowered.startswith(prefix.lower()):
+                return adapter
+        if lowered.startswith(("http://", "https://")):
+            return self.pools.adapter
+        raise InvalidSchema(f"No connection adapters were found for {url!r}")
+
+    def merge_environment_settings(
+        self, url: str | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        """Settings of the call over this client's, over the config's proxies; never the environment."""
+        pools = self.pools
+        base: Any = pools.proxies
+        if base and pools.no_proxy and pools.bypasses_proxy(parse_url(url or "").host):
+            base = {}
+        return {
+            "proxies": merge_setting(proxies, merge_setting(self.proxies, base)),
+            "stream": merge_setting(stream, self.stream),
+            "verify": merge_setting(verify, self.verify),
+            "cert": merge_setting(cert, self.cert),
+        }
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        response = super().send(request, **kwargs)
+        if kwargs.get("stream", self.stream):
+            if self._streams is None:
+                self._streams = weakref.WeakSet()
+            self._streams.add(response)
+        return response
+
+    def close(self) -> None:
+        """Release the streamed responses still open and close adapters this client mounted."""
+        streams, self._streams = self._streams, None
+        for response in list(streams or ()):
+            response.close()
+        for adapter in self.adapters.values():
+            adapter.close()
+
+    def __repr__(self) -> str:
+        return f"<wsgi_pool.Client over {self.pools!r}>"

@@ -1,0 +1,22 @@
+"""The root of wsgi_pool's exception tree, and the errors that need no HTTP library.
+
+Every exception wsgi_pool raises is a :class:`WsgiPoolError`. Each leaf also subclasses
+the builtin or requests exception a caller already catches: a bad setting is a
+``ValueError``, a pool-wait timeout is a ``requests.Timeout`` (see ``_pools.PoolTimeout``).
+This module imports nothing from requests or urllib3, so the configuration can be
+validated in the gunicorn master before either is imported.
+"""
+
+from __future__ import annotations
+
+
+class WsgiPoolError(Exception):
+    """Base class of every error raised by wsgi_pool."""
+
+
+class ConfigError(WsgiPoolError, ValueError):
+    """A setting has a bad value. Raised at start-up; the message names the setting and the value."""
+
+
+class MissingClientError(WsgiPoolError, LookupError):
+    """The WSGI environ holds no wsgi_pool client: the app is not wrapped in ``PoolMiddleware``."""

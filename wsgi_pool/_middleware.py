@@ -1,0 +1,104 @@
+"""The WSGI middleware: a request-scoped client in ``environ``, released when the response closes.
+
+    from wsgi_pool import PoolMiddleware, client_from
+
+    def app(environ, start_response):
+        r = client_from(environ).get("http://inventory.internal/items/42")
+        ...
+
+    app = PoolMiddleware(app)
+
+The middleware finds this process's pools when a request arrives, never when it wraps the
+app (under gunicorn's ``--preload`` that happens in the master, before the fork). When the
+server closes the response, connections the handler left checked out (an unread
+``stream=True`` response) go back to the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Final
+
+from . import _process
+from ._client import Client
+from ._config import PoolConfig
+from ._errors import MissingClientError
+from ._pools import WorkerPools
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+ENVIRON_KEY: Final = "wsgi_pool.client"
+"""The environ key under which handlers find their request-scoped :class:`Client`."""
+
+
+class PoolMiddleware:
+    """Wrap a WSGI app so each request finds a pooled, request-scoped client in its environ."""
+
+    def __init__(self, app: WSGIApplication, config: PoolConfig | None = None) -> None:
+        self.app = app
+        self.config = config
+        self._pools: WorkerPools | None = None
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        self._pools = pools = _process.current(self._pools, self.config)
+        client = environ[ENVIRON_KEY] = Client(self.config, pools=pools)
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            client.close()
+            raise
+        return _release_after(body, client)
+
+
+def _release_after(body: Iterable[bytes], client: Client) -> Iterable[bytes]:
+    """``body``, with the client released when the server closes it (at once for a list)."""
+    if isinstance(body, list | tuple):
+        client.close()
+        return body
+    return _ReleasingBody(body, client)
+
+
+class _ReleasingBody:
+    """A response body that releases the request's client after the app's own ``close()``."""
+
+    __slots__ = ("_body", "_client")
+
+    def __init__(self, body: Iterable[bytes], client: Client) -> None:
+        self._body = body
+        self._client = client
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._client.close()
+
+
+def client_from(environ: WSGIEnvironment) -> Client:
+    """The request-scoped client that :class:`PoolMiddleware` put in ``environ``."""
+    try:
+        found = environ[ENVIRON_KEY]
+    except KeyError:
+        raise MissingClientError(
+            f"no {ENVIRON_KEY!r} in the WSGI environ: wrap the app in wsgi_pool.PoolMiddleware"
+        ) from None
+    if not isinstance(found, Client):
+        raise MissingClientError(f"environ[{ENVIRON_KEY!r}] is {found!r}, not a wsgi_pool client")
+    return found
+
+
+def client(config: PoolConfig | None = None) -> Client:
+    """A client over this process's pools, for code outside a request (start-up, background threads).
+
+    Safe anywhere, the gunicorn master under ``--preload`` included: it finds the pools of
+    the process it is called in on every call, so one kept across a fork uses the child's
+    pools. It never stores cookies an upstream sets, so keeping one at module level shares
+    no user's state; close it (or use ``with``) to release streamed responses.
+    """
+    return Client(config, keep_cookies=False)

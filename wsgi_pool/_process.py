@@ -1,0 +1,127 @@
+"""Which pools belong to this process: built on first use after fork, never shared across a fork.
+
+A process's pools are found by its process id, checked on every access. A forked child
+(gunicorn worker, ``os.fork``, uWSGI with or without ``py-call-osafterfork``) finds no pools
+under its own id and builds fresh ones. What it inherited is moved aside and kept, never
+used, never closed and never shut down: the parent may still be using those sockets, and a
+lock inside them may have been held by a parent thread at the moment of the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._config import PoolConfig, with_server_defaults
+
+if TYPE_CHECKING:
+    from ._pools import WorkerPools
+
+logger = logging.getLogger("wsgi_pool")
+
+getpid: Callable[[], int] = os.getpid
+"""The process-id source; tests replace it to fake a fork."""
+
+
+class _ProcessPools:
+    """The pools one process built, one set per effective config.
+
+    Mutable state: ``by_config``, changed only under ``lock``; read without it.
+    """
+
+    __slots__ = ("by_config", "lock", "pid")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.lock = threading.Lock()
+        self.by_config: dict[PoolConfig, WorkerPools] = {}
+
+
+# Module state. ``_by_pid`` holds at most one entry, this process's; ``dict.setdefault`` makes
+# its creation atomic without a lock a fork could have left held. ``_inherited`` keeps what a
+# child inherited alive (so no finalizer closes it) and out of reach. ``_server`` is what the
+# gunicorn hooks reported about this worker's concurrency; ``_env_default`` caches the
+# ``WSGI_POOL_*`` settings, read once per process.
+_by_pid: dict[int, _ProcessPools] = {}
+_inherited: list[_ProcessPools] = []
+_server: PoolConfig | None = None
+_env_default: PoolConfig | None = None
+
+
+def _this_process() -> _ProcessPools:
+    pid = getpid()
+    found = _by_pid.get(pid)
+    if found is not None:
+        return found
+    found = _by_pid.setdefault(pid, _ProcessPools(pid))
+    _set_aside_foreign(pid)
+    return found
+
+
+def _set_aside_foreign(pid: int) -> None:
+    for other in list(_by_pid):
+        if other != pid:
+            inherited = _by_pid.pop(other, None)
+            if inherited is not None:
+                _inherited.append(inherited)
+
+
+def _after_fork_in_child() -> None:
+    _set_aside_foreign(getpid())
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def record_server(server: PoolConfig) -> None:
+    """Remember what the server reported about this process's concurrency (gunicorn hooks)."""
+    global _server
+    _server = server
+
+
+def default_config() -> PoolConfig:
+    """The ``WSGI_POOL_*`` settings of this process, read once."""
+    global _env_default
+    if _env_default is None:
+        _env_default = PoolConfig.from_env()
+    return _env_default
+
+
+def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
+    """This process's pools for ``config`` (default: the ``WSGI_POOL_*`` settings), built on first use."""
+    from ._pools import WorkerPools  # noqa: PLC0415  (requests loads at the first build, after fork)
+
+    effective = with_server_defaults(default_config() if config is None else config, _server)
+    process = _this_process()
+    pools = process.by_config.get(effective)
+    if pools is None:
+        with process.lock:
+            pools = process.by_config.get(effective)
+            if pools is None:
+                pools = WorkerPools(effective, pid=process.pid)
+                process.by_config[effective] = pools
+                logger.info("worker pid %d: %s", process.pid, pools.sizing.describe())
+    return pools
+
+
+def current(cached: WorkerPools | None, config: PoolConfig | None) -> WorkerPools:
+    """``cached`` if this process built it, else this process's pools for ``config``: the fork check."""
+    if cached is not None and cached.pid == getpid():
+        return cached
+    return worker_pools(config)
+
+
+def close_process_pools() -> int:
+    """Close the pools this process built (never inherited ones); returns how many sets were closed."""
+    process = _by_pid.get(getpid())
+    if process is None:
+        return 0
+    with process.lock:
+        closing = list(process.by_config.values())
+        process.by_config.clear()
+    for pools in closing:
+        pools.close()
+    return len(closing)

@@ -1,0 +1,217 @@
+"""A real HTTP/1.1 upstream on loopback for your tests and the demo: it counts what it sees.
+
+    from wsgi_pool.testing import Upstream
+
+    with Upstream() as upstream:
+        ...  # call upstream.url from your app
+        assert upstream.stats().connections_opened <= 4
+
+Every answer is JSON that echoes the request: ``method``, ``path``, ``tag`` (the ``X-Tag``
+header), ``caller`` (the ``X-Caller-Pid`` header), ``connection`` (which TCP connection
+carried it), ``cookie`` (the ``Cookie`` header) and ``headers``. Query parameters shape the
+answer: ``delay=0.2`` waits before answering, ``set_cookie=name=value`` sets a cookie,
+``size=N`` answers with N bytes instead of JSON, ``status=N`` answers with that status.
+
+The server records, per TCP connection, the caller process ids it saw: a connection that
+carried requests from two processes is a socket shared across a fork
+(:meth:`Upstream.shared_connections`).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["Upstream", "UpstreamStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStats:
+    """What an :class:`Upstream` saw since it started or was last reset."""
+
+    connections_opened: int
+    requests_served: int
+    max_in_flight: int
+    open_connections: int
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection_id = self.server.connection_opened(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.connection_closed(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (BaseHTTPRequestHandler's name)
+        return None
+
+    def _answer(self) -> None:
+        parts = urlsplit(self.path)
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body_in = self.rfile.read(length) if length else b""
+        caller = self.headers.get("X-Caller-Pid")
+        self.server.request_started(self.connection_id, caller)
+        try:
+            if "delay" in query:
+                time.sleep(float(query["delay"]))
+            status = int(query.get("status", "200"))
+            if "size" in query:
+                body = b"x" * int(query["size"])
+                content_type = "application/octet-stream"
+            else:
+                body = json.dumps(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "tag": self.headers.get("X-Tag"),
+                        "caller": caller,
+                        "connection": self.connection_id,
+                        "cookie": self.headers.get("Cookie"),
+                        "headers": dict(self.headers.items()),
+                        "body_length": len(body_in),
+                    }
+                ).encode()
+                content_type = "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if "set_cookie" in query:
+                self.send_header("Set-Cookie", query["set_cookie"] + "; Path=/")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        finally:
+            self.server.request_finished()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _answer
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """Mutable state (``_open``, ``_callers``, and the counters) is guarded by ``_lock``."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _Handler)
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._callers: dict[int, set[str]] = {}
+        self._next_id = 0
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.connections_opened = 0
+            self.requests_served = 0
+            self.in_flight = 0
+            self.max_in_flight = 0
+            self._callers.clear()
+
+    def connection_opened(self, sock: socket.socket) -> int:
+        with self._lock:
+            self._next_id += 1
+            self.connections_opened += 1
+            self._open.add(sock)
+            return self._next_id
+
+    def connection_closed(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+
+    def request_started(self, connection_id: int, caller: str | None) -> None:
+        with self._lock:
+            self.requests_served += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if caller is not None:
+                self._callers.setdefault(connection_id, set()).add(caller)
+
+    def request_finished(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def stats(self) -> UpstreamStats:
+        with self._lock:
+            return UpstreamStats(
+                connections_opened=self.connections_opened,
+                requests_served=self.requests_served,
+                max_in_flight=self.max_in_flight,
+                open_connections=len(self._open),
+            )
+
+    def shared_connections(self) -> dict[int, set[str]]:
+        with self._lock:
+            return {cid: set(pids) for cid, pids in self._callers.items() if len(pids) > 1}
+
+    def drop_connections(self) -> None:
+        with self._lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class Upstream:
+    """A threaded HTTP/1.1 server with keep-alive on ``host`` (default 127.0.0.1), any free port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = _Server((host, port))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        bound_host, bound_port = self._server.server_address[:2]
+        self.url = f"http://{bound_host}:{bound_port}"
+
+    def start(self) -> Upstream:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection, and wait for the server thread."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.drop_connections()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Upstream:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stats(self) -> UpstreamStats:
+        """Connections opened, requests served, the most requests in flight at once, open connections."""
+        return self._server.stats()
+
+    def reset(self) -> None:
+        """Zero the counters (open connections stay open)."""
+        self._server.reset()
+
+    def shared_connections(self) -> dict[int, set[str]]:
+        """Connections that carried requests from more than one caller process id."""
+        return self._server.shared_connections()
