@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Upstream", "UpstreamStats"]
+__all__ = ["GunicornServer", "Upstream", "UpstreamStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out as two writes; without TCP_NODELAY the second waits for the
+        # client's delayed ACK (~40 ms) on every reused keep-alive connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connection_id = self.server.connection_opened(self.connection)
 
     def finish(self) -> None:
@@ -215,3 +224,89 @@ class Upstream:
     def shared_connections(self) -> dict[int, set[str]]:
         """Connections that carried requests from more than one caller process id."""
         return self._server.shared_connections()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class GunicornServer:
+    """gunicorn serving ``app`` in a subprocess on a free loopback port; stopped by :meth:`stop`.
+
+    ``args`` are gunicorn command-line flags (``"-k", "gthread", "--threads", "4"``);
+    ``env`` is added to this process's environment. The combined output is kept in a file
+    that :meth:`log` reads.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        args: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.app = app
+        self.args = list(args)
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.host = host
+        self.port = free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115  (closed in stop)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_within: float = 30.0) -> GunicornServer:
+        """Start gunicorn and wait until it accepts connections (or exits, or the time runs out)."""
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"{self.host}:{self.port}", *self.args, self.app]
+        self.process = subprocess.Popen(  # noqa: S603  (a fixed command with our own arguments)
+            command, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + ready_within
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not accept connections within {ready_within} s:\n{self.log()}")
+
+    def stop(self, within: float = 30.0) -> int | None:
+        """SIGTERM (a graceful shutdown), SIGKILL if it takes longer than ``within``; the exit code."""
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=within)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            code = self.process.returncode
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        """Everything gunicorn and its workers printed so far."""
+        with open(self._log.name, encoding="utf-8", errors="replace") as log:
+            return log.read()
+
+    def __enter__(self) -> GunicornServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        os.unlink(self._log.name)

@@ -1,0 +1,46 @@
+"""A production gunicorn configuration for an app wrapped in ``wsgi_pool.PoolMiddleware``.
+
+    gunicorn -c deploy/gunicorn.conf.py myproject.wsgi:application
+
+Settings come from the environment so one file serves every stage; gunicorn's command-line
+flags still win over this file. ``WSGI_POOL_*`` variables tune the pools (see the README);
+by default each worker keeps ``threads`` connections per upstream.
+"""
+
+import os
+
+# The hooks: validate settings in the master, record each worker's concurrency after fork,
+# build its pools once the app is loaded, close them when it exits.
+from wsgi_pool.gunicorn import on_starting, post_fork, post_worker_init, worker_exit
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# A gthread worker never kills a thread stuck on an upstream: wsgi_pool's timeouts must
+# stay below this (connect 5 s + read 15 s by default).
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+
+# Logs to stderr: gunicorn's own, wsgi_pool's decisions (one line per worker at start) and
+# warnings from any library (urllib3's "Connection pool is full" among them).
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        "wsgi_pool": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"},
+    },
+    "formatters": {
+        "generic": {
+            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+            "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
+        },
+    },
+}
