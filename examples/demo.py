@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_phase("requests.get per call", "/naive", server, upstream, args),
             ]
             server.stop()
-            sizing = [line.split("wsgi_pool: ", 1)[1] for line in server.log().splitlines() if "wsgi_pool: worker pid" in line]
+            sizing = [line.split("wsgi_pool: ", 1)[1] for line in server.log().splitlines() if "wsgi_pool: pools for pid" in line]
     print(report(phases, args, sizing))
     if args.json:
         args.json.write_text(json.dumps({"phases": [p.summary() for p in phases], "sizing": sizing}, indent=2))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -19,6 +18,10 @@ from urllib3.util import parse_url
 from . import _process
 from ._config import PoolConfig
 from ._pools import WorkerPools
+
+
+def _holds_connection(response: requests.Response) -> bool:
+    return getattr(response.raw, "connection", None) is not None
 
 
 class DiscardingCookieJar(RequestsCookieJar):
@@ -48,7 +51,7 @@ class Client(requests.Session):
         # pools of its own. Every attribute it sets is set here, cheaply.
         self._config = config
         self._pools = pools
-        self._streams: weakref.WeakSet[requests.Response] | None = None
+        self._streams: list[requests.Response] | None = None
         self.headers = default_headers()
         self.auth = None
         self.proxies = {}
@@ -96,9 +99,10 @@ class Client(requests.Session):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         response = super().send(request, **kwargs)
         if kwargs.get("stream", self.stream):
-            if self._streams is None:
-                self._streams = weakref.WeakSet()
-            self._streams.add(response)
+            # Held strongly: a streamed response the handler dropped unread still holds its
+            # connection, and only close() can give it back. Released ones are pruned here.
+            self._streams = [r for r in self._streams or () if _holds_connection(r)]
+            self._streams.append(response)
         return response
 
     def close(self) -> None:

@@ -378,7 +378,8 @@ def _maxsize_for_server(config: PoolConfig) -> tuple[int, str]:
             return GEVENT_POOL_CAP, f"gevent worker: worker_connections={wanted} capped at {GEVENT_POOL_CAP}"
         return wanted, f"gevent worker: worker_connections={wanted}"
     if kind == "gthread":
-        return threads or 1, f"gthread worker with {threads or 1} threads"
+        count = threads or 1
+        return count, f"gthread worker with {count} thread{'s' if count > 1 else ''}"
     if kind == "sync":
         if threads and threads > 1:
             return threads, f"sync worker with {threads} threads runs as gthread"

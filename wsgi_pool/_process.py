@@ -76,7 +76,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def record_server(server: PoolConfig) -> None:
+def record_server(server: PoolConfig | None) -> None:
     """Remember what the server reported about this process's concurrency (gunicorn hooks)."""
     global _server
     _server = server
@@ -103,7 +103,7 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
             if pools is None:
                 pools = WorkerPools(effective, pid=process.pid)
                 process.by_config[effective] = pools
-                logger.info("worker pid %d: %s", process.pid, pools.sizing.describe())
+                logger.info("pools for pid %d: %s", process.pid, pools.sizing.describe())
     return pools
 
 

@@ -131,7 +131,11 @@ class _Server(http.server.ThreadingHTTPServer):
             self.requests_served = 0
             self.in_flight = 0
             self.max_in_flight = 0
-            self._callers.clear()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-answer (a timeout on its side) is not the server's error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def connection_opened(self, sock: socket.socket) -> int:
         with self._lock:
@@ -218,7 +222,7 @@ class Upstream:
         return self._server.stats()
 
     def reset(self) -> None:
-        """Zero the counters (open connections stay open)."""
+        """Zero the counters. Open connections stay open; which processes used them is kept."""
         self._server.reset()
 
     def shared_connections(self) -> dict[int, set[str]]:

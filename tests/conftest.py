@@ -1,0 +1,63 @@
+"""Fixtures: real loopback upstreams, and a clean process registry for every test."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wsgi_pool import _process
+from wsgi_pool.testing import Upstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    """Each test starts with no pools, no server report and no cached settings; its pools are closed after."""
+    _process.close_process_pools()
+    _process.record_server(None)
+    _process._env_default = None
+    yield
+    _process.close_process_pools()
+    _process.record_server(None)
+    _process._env_default = None
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with Upstream() as server:
+        yield server
+
+
+@pytest.fixture
+def second_upstream() -> Iterator[Upstream]:
+    with Upstream() as server:
+        yield server
+
+
+def run_together(*calls: Callable[[], Any], timeout: float = 30.0) -> list[Any]:
+    """Start one thread per call at the same moment, join them all, re-raise the first error."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(index: int, call: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout)
+            results[index] = call()
+        except BaseException as exc:  # handed to the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
+    if errors:
+        raise errors[0]
+    return results

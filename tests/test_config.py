@@ -1,0 +1,223 @@
+"""PoolConfig and the sizing rule: pure values, no network."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+from gunicorn.config import Config
+
+from wsgi_pool import ConfigError, PoolConfig, WsgiPoolError, size_pools
+from wsgi_pool._config import (
+    DEFAULT_HOST_POOLS,
+    DEFAULT_POOL_TIMEOUT,
+    GEVENT_POOL_CAP,
+    normalize_worker_class,
+    server_concurrency,
+    with_server_defaults,
+)
+
+
+def gunicorn_cfg(**settings: object) -> Config:
+    cfg = Config()
+    for name, value in settings.items():
+        cfg.set(name, value)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("config", "maxsize", "reason"),
+    [
+        pytest.param(PoolConfig(worker_class="sync"), 1, "sync worker: one request at a time", id="sync"),
+        pytest.param(PoolConfig(worker_class="sync", threads=1), 1, "sync worker: one request", id="sync-1-thread"),
+        pytest.param(PoolConfig(worker_class="sync", threads=6), 6, "sync worker with 6 threads runs as gthread", id="sync-threads-is-gthread"),
+        pytest.param(PoolConfig(worker_class="gthread", threads=16), 16, "gthread worker with 16 threads", id="gthread-16"),
+        pytest.param(PoolConfig(worker_class="gthread"), 1, "gthread worker with 1 thread", id="gthread-threads-unknown"),
+        pytest.param(PoolConfig(worker_class="gevent"), GEVENT_POOL_CAP, "worker_connections=1000 capped at 100", id="gevent-default-capped"),
+        pytest.param(PoolConfig(worker_class="gevent", worker_connections=5000), GEVENT_POOL_CAP, "worker_connections=5000 capped", id="gevent-capped"),
+        pytest.param(PoolConfig(worker_class="gevent", worker_connections=40), 40, "gevent worker: worker_connections=40", id="gevent-under-cap"),
+        pytest.param(PoolConfig(worker_class="gevent_pywsgi", worker_connections=40), 40, "gevent worker", id="gevent-pywsgi"),
+        pytest.param(PoolConfig(worker_class="tornado", threads=8), 1, "tornado worker: one WSGI call at a time", id="tornado"),
+        pytest.param(PoolConfig(), 10, "server concurrency unknown (no gunicorn hooks", id="unknown-server"),
+        pytest.param(PoolConfig(threads=4), 4, "server concurrency unknown; threads=4", id="unknown-server-threads"),
+        pytest.param(PoolConfig(worker_class="gthread", threads=16, pool_maxsize=4), 4, "set explicitly", id="explicit-wins"),
+        pytest.param(PoolConfig(worker_class="gevent", pool_maxsize=500), 500, "set explicitly", id="explicit-wins-gevent"),
+    ],
+)
+def test_sizing_table(config: PoolConfig, maxsize: int, reason: str) -> None:
+    """The per-upstream pool size follows the worker class and threads unless set explicitly."""
+    sizing = size_pools(config)
+    assert sizing.pool_maxsize == maxsize
+    assert reason in sizing.reasons["pool_maxsize"]
+    assert sizing.pool_block is True
+    assert sizing.pool_timeout == DEFAULT_POOL_TIMEOUT
+    assert sizing.pool_connections == DEFAULT_HOST_POOLS
+
+
+def test_explicit_pool_settings_win_and_say_so() -> None:
+    """Every explicit pool setting is used as given, with 'set explicitly' as its reason."""
+    config = PoolConfig(
+        worker_class="gthread", threads=8, pool_maxsize=3, pool_connections=4, pool_block=False, pool_timeout=0.5
+    )
+    sizing = size_pools(config)
+    assert (sizing.pool_maxsize, sizing.pool_connections, sizing.pool_block, sizing.pool_timeout) == (3, 4, False, 0.5)
+    assert set(sizing.reasons.values()) == {"set explicitly"}
+    assert sizing.describe().startswith("pool_maxsize=3 (set explicitly); pool_connections=4")
+
+
+def test_describe_names_the_server() -> None:
+    """The sizing line says why: the worker class and its threads."""
+    line = size_pools(PoolConfig(worker_class="gthread", threads=16)).describe()
+    assert "pool_maxsize=16 (gthread worker with 16 threads)" in line
+    assert "pool_timeout=5.0" in line
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param({"pool_maxsize": 0}, "pool_maxsize: expected a whole number >= 1, got 0", id="maxsize-zero"),
+        pytest.param({"threads": -2}, "threads: expected a whole number >= 1, got -2", id="threads-negative"),
+        pytest.param({"pool_connections": True}, "pool_connections: expected a whole number >= 1, got True", id="bool-count"),
+        pytest.param({"worker_connections": 2.5}, "worker_connections: expected a whole number >= 1, got 2.5", id="float-count"),
+        pytest.param({"pool_timeout": 0}, "pool_timeout: expected a finite number of seconds > 0, got 0", id="zero-wait"),
+        pytest.param({"read_timeout": float("inf")}, "read_timeout: expected a finite number of seconds > 0, got inf", id="infinite-read"),
+        pytest.param({"connect_timeout": "3"}, "connect_timeout: expected a finite number of seconds > 0, got '3'", id="text-seconds"),
+        pytest.param({"pool_block": "yes"}, "pool_block: expected True or False, got 'yes'", id="text-bool"),
+        pytest.param({"worker_class": "uvicorn.workers.UvicornWorker"}, "worker_class: 'uvicorn.workers.UvicornWorker' is not a known", id="unknown-class"),
+        pytest.param({"worker_class": 3}, "worker_class: 3 is not a known worker class", id="class-not-text"),
+        pytest.param({"proxies": ["http://p:1"]}, "proxies: expected a mapping", id="proxies-list"),
+        pytest.param({"proxies": {"http": "proxy-without-scheme"}}, "proxies['http']: 'proxy-without-scheme' is not a proxy URL", id="proxy-url"),
+        pytest.param({"proxies": {"http": 3}}, "proxies: expected text keys and URLs", id="proxy-not-text"),
+    ],
+)
+def test_bad_values_raise_config_error_naming_setting_and_value(settings: dict[str, object], message: str) -> None:
+    """A bad value is a ConfigError (a ValueError and a WsgiPoolError) that names the setting and the value."""
+    with pytest.raises(ConfigError) as caught:
+        PoolConfig(**settings)  # type: ignore[arg-type]
+    assert message in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, WsgiPoolError)
+
+
+def test_config_is_frozen_and_hashable() -> None:
+    """Configs are immutable values: changed with dataclasses.replace, usable as keys."""
+    config = PoolConfig(read_timeout=3.0, proxies={"http": "http://proxy:3128"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.read_timeout = 4.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.proxies["https"] = "http://other:1"  # type: ignore[index]
+    assert dataclasses.replace(config, read_timeout=4.0).read_timeout == 4.0
+    assert {config: 1}[PoolConfig(read_timeout=3.0, proxies={"http": "http://proxy:3128"})] == 1
+
+
+def test_worker_class_aliases_are_normalized() -> None:
+    """gunicorn's -k names, entry points and class paths all map to one concurrency model."""
+    assert PoolConfig(worker_class="gunicorn.workers.gthread.ThreadWorker").worker_class == "gthread"
+    assert PoolConfig(worker_class="egg:gunicorn#gevent").worker_class == "gevent"
+    assert PoolConfig(worker_class="GEVENT_WSGI").worker_class == "gevent"
+    assert normalize_worker_class("no.such.Worker") is None
+
+
+def test_from_env_reads_every_field_by_its_name() -> None:
+    """Every field F is read from WSGI_POOL_<F>; values are parsed by the field's type."""
+    config = PoolConfig.from_env(
+        {
+            "WSGI_POOL_WORKER_CLASS": "gthread",
+            "WSGI_POOL_THREADS": "12",
+            "WSGI_POOL_WORKER_CONNECTIONS": "50",
+            "WSGI_POOL_POOL_MAXSIZE": " 6 ",
+            "WSGI_POOL_POOL_CONNECTIONS": "20",
+            "WSGI_POOL_POOL_BLOCK": "off",
+            "WSGI_POOL_POOL_TIMEOUT": "1.5",
+            "WSGI_POOL_CONNECT_TIMEOUT": "2",
+            "WSGI_POOL_READ_TIMEOUT": "7.5",
+            "WSGI_POOL_TRUST_ENV": "yes",
+            "WSGI_POOL_PROXIES": "http=http://proxy:3128, https=http://proxy:3129,",
+            "PATH": "/usr/bin",
+        }
+    )
+    assert config == PoolConfig(
+        worker_class="gthread",
+        threads=12,
+        worker_connections=50,
+        pool_maxsize=6,
+        pool_connections=20,
+        pool_block=False,
+        pool_timeout=1.5,
+        connect_timeout=2.0,
+        read_timeout=7.5,
+        trust_env=True,
+        proxies={"http": "http://proxy:3128", "https": "http://proxy:3129"},
+    )
+    assert {f.name for f in dataclasses.fields(PoolConfig)} == {
+        "worker_class", "threads", "worker_connections", "pool_maxsize", "pool_connections", "pool_block",
+        "pool_timeout", "connect_timeout", "read_timeout", "trust_env", "proxies",
+    }  # fmt: skip
+
+
+def test_from_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an argument, from_env reads os.environ."""
+    monkeypatch.setenv("WSGI_POOL_READ_TIMEOUT", "9")
+    assert PoolConfig.from_env().read_timeout == 9.0
+    assert PoolConfig.from_env({}) == PoolConfig()
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        pytest.param({"WSGI_POOL_MAXSIZE": "4"}, "WSGI_POOL_MAXSIZE: unknown setting (known: WSGI_POOL_WORKER_CLASS", id="typo"),
+        pytest.param({"WSGI_POOL_POOL_MAXSIZE": "four"}, "WSGI_POOL_POOL_MAXSIZE='four': invalid literal", id="not-a-number"),
+        pytest.param({"WSGI_POOL_POOL_BLOCK": "maybe"}, "WSGI_POOL_POOL_BLOCK='maybe': expected one of", id="not-a-bool"),
+        pytest.param({"WSGI_POOL_PROXIES": "http:proxy"}, "WSGI_POOL_PROXIES='http:proxy': 'http:proxy' is not key=url", id="bad-proxies"),
+        pytest.param({"WSGI_POOL_POOL_MAXSIZE": "0"}, "pool_maxsize: expected a whole number >= 1, got 0 (from the WSGI_POOL_* environment)", id="out-of-range"),
+    ],
+)
+def test_from_env_errors_name_the_variable_and_value(environ: dict[str, str], message: str) -> None:
+    """A typo or a bad value in the environment is a ConfigError naming the variable and the value."""
+    with pytest.raises(ConfigError) as caught:
+        PoolConfig.from_env(environ)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        pytest.param({}, ("sync", 1, 1000), id="gunicorn-defaults"),
+        pytest.param({"worker_class": "gthread", "threads": 16}, ("gthread", 16, 1000), id="gthread"),
+        pytest.param({"worker_class": "sync", "threads": 4}, ("gthread", 4, 1000), id="sync-with-threads-is-gthread"),
+        pytest.param({"worker_class": "gevent", "worker_connections": 300}, ("gevent", 1, 300), id="gevent"),
+        pytest.param({"worker_class": "tests.workers.CustomThreadWorker", "threads": 3}, ("gthread", 3, 1000), id="subclass"),
+        pytest.param({"worker_class": "tests.workers.ForeignWorker", "threads": 3}, (None, None, None), id="foreign"),
+    ],
+)
+def test_from_gunicorn_reads_the_servers_concurrency(settings: dict[str, object], expected: tuple[object, ...]) -> None:
+    """from_gunicorn takes worker class, threads and worker_connections from a real gunicorn Config."""
+    config = PoolConfig.from_gunicorn(gunicorn_cfg(**settings), environ={})
+    assert (config.worker_class, config.threads, config.worker_connections) == expected
+
+
+def test_from_gunicorn_lets_the_environment_win() -> None:
+    """A WSGI_POOL_* variable wins over what gunicorn reports; other fields come from the environment too."""
+    cfg = gunicorn_cfg(worker_class="gthread", threads=16)
+    config = PoolConfig.from_gunicorn(cfg, environ={"WSGI_POOL_THREADS": "4", "WSGI_POOL_POOL_TIMEOUT": "2"})
+    assert (config.worker_class, config.threads, config.pool_timeout) == ("gthread", 4, 2.0)
+    assert size_pools(config).pool_maxsize == 4
+
+
+def test_from_gunicorn_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an environ argument, from_gunicorn reads os.environ, once."""
+    monkeypatch.setenv("WSGI_POOL_CONNECT_TIMEOUT", "1.25")
+    assert PoolConfig.from_gunicorn(gunicorn_cfg()).connect_timeout == 1.25
+    assert os.environ["WSGI_POOL_CONNECT_TIMEOUT"] == "1.25"
+
+
+def test_server_defaults_fill_only_unset_fields() -> None:
+    """What the server reports fills the concurrency fields the config left unset, nothing else."""
+    server = server_concurrency(gunicorn_cfg(worker_class="gthread", threads=8))
+    assert with_server_defaults(PoolConfig(read_timeout=2.0), server) == PoolConfig(
+        read_timeout=2.0, worker_class="gthread", threads=8, worker_connections=1000
+    )
+    mine = PoolConfig(worker_class="sync", threads=2, worker_connections=5)
+    assert with_server_defaults(mine, server) is mine
+    assert with_server_defaults(mine, None) is mine
