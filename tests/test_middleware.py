@@ -1,0 +1,216 @@
+"""The middleware called in-process, as a WSGI server calls it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+
+import wsgi_pool
+from wsgi_pool import ENVIRON_KEY, MissingClientError, PoolConfig, PoolMiddleware, _process, client_from
+from wsgi_pool.testing import Upstream
+
+from .conftest import run_together
+
+Handler = Callable[[Any], Any]
+
+
+def make_app(handler: Handler, config: PoolConfig | None = None, body: str = "list") -> PoolMiddleware:
+    """A WSGI app whose handler gets the request-scoped client; its body is a list or a generator."""
+
+    def view(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        result = str(handler(client_from(environ))).encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if body == "list":
+            return [result]
+        return (chunk for chunk in [result])
+
+    return PoolMiddleware(view, config)
+
+
+def call(app: Any, **extra: Any) -> tuple[str, bytes, Any]:
+    """Call a WSGI app in-process; returns status, body, and the iterable (closed, as servers do)."""
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(extra)
+    seen: list[str] = []
+    result = app(environ, lambda status, headers, exc_info=None: seen.append(status))
+    try:
+        body = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return seen[0], body, result
+
+
+def test_the_client_is_in_environ_and_speaks_requests(upstream: Upstream) -> None:
+    """Handlers find a Client under environ['wsgi_pool.client'] and client_from returns it."""
+    seen: dict[str, Any] = {}
+
+    def view(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen["client"] = environ[ENVIRON_KEY]
+        seen["same"] = client_from(environ) is environ[ENVIRON_KEY]
+        seen["status"] = client_from(environ).get(f"{upstream.url}/x").status_code
+        start_response("204 No Content", [])
+        return []
+
+    status, _, _ = call(PoolMiddleware(view))
+    assert status == "204 No Content"
+    assert isinstance(seen["client"], wsgi_pool.Client)
+    assert seen["same"] is True
+    assert seen["status"] == 200
+
+
+def test_wrapping_builds_no_pools() -> None:
+    """Wrapping an app (in the gunicorn master under --preload) creates no pools; the first request does."""
+    app = make_app(lambda http: "ok")
+    assert _process._by_pid.get(os.getpid()) is None or not _process._by_pid[os.getpid()].by_config
+    assert call(app)[1] == b"ok"
+    assert len(_process._by_pid[os.getpid()].by_config) == 1
+
+
+def test_client_from_without_middleware_explains() -> None:
+    """client_from on an environ without a client raises MissingClientError (a LookupError)."""
+    with pytest.raises(MissingClientError, match="wrap the app in wsgi_pool.PoolMiddleware"):
+        client_from({})
+    with pytest.raises(LookupError, match="is 'x', not a wsgi_pool client"):
+        client_from({ENVIRON_KEY: "x"})
+
+
+def test_cookies_never_cross_between_requests(upstream: Upstream) -> None:
+    """A Set-Cookie seen during one request is sent within it but never on another request's call."""
+
+    def alice(http: wsgi_pool.Client) -> str:
+        http.get(f"{upstream.url}/login?set_cookie=sid=alice")
+        return str(http.get(f"{upstream.url}/me").json()["cookie"])
+
+    def bob(http: wsgi_pool.Client) -> str:
+        return str(http.get(f"{upstream.url}/me").json()["cookie"])
+
+    assert call(make_app(alice))[1] == b"sid=alice"
+    assert call(make_app(bob))[1] == b"None"
+
+
+def test_cookies_never_cross_between_concurrent_requests(upstream: Upstream) -> None:
+    """Concurrent requests through one middleware each see only their own upstream cookie."""
+
+    def user(name: str) -> Callable[[], bytes]:
+        def handler(http: wsgi_pool.Client) -> str:
+            http.get(f"{upstream.url}/login?set_cookie=sid={name}&delay=0.05")
+            return str(http.get(f"{upstream.url}/me?delay=0.05").json()["cookie"])
+
+        app = make_app(handler)
+        return lambda: call(app)[1]
+
+    names = [f"user{n}" for n in range(8)]
+    assert run_together(*(user(name) for name in names)) == [f"sid={name}".encode() for name in names]
+
+
+def test_headers_and_auth_changed_by_a_handler_stay_in_its_request(upstream: Upstream) -> None:
+    """A handler's changes to its client's headers, auth and params are invisible to other requests."""
+
+    def meddler(http: wsgi_pool.Client) -> str:
+        http.headers["X-Api-Key"] = "secret"
+        http.auth = ("user", "pass")
+        http.params = {"debug": "1"}
+        answer = http.get(f"{upstream.url}/m").json()
+        return f"{answer['headers'].get('X-Api-Key')} {'Authorization' in answer['headers']} {answer['path']}"
+
+    def bystander(http: wsgi_pool.Client) -> str:
+        answer = http.get(f"{upstream.url}/b").json()
+        return f"{answer['headers'].get('X-Api-Key')} {'Authorization' in answer['headers']} {answer['path']}"
+
+    assert call(make_app(meddler))[1] == b"secret True /m?debug=1"
+    assert call(make_app(bystander))[1] == b"None False /b"
+
+
+def test_an_incoming_proxy_header_never_routes_calls(upstream: Upstream) -> None:
+    """httpoxy: an incoming 'Proxy:' header (HTTP_PROXY in the environ) is ignored by outbound calls."""
+    app = make_app(lambda http: http.get(f"{upstream.url}/direct").json()["path"])
+    assert call(app, HTTP_PROXY="http://127.0.0.1:9")[1] == b"/direct"
+
+
+@pytest.mark.parametrize("body", ["list", "generator"])
+def test_a_leaked_stream_is_reclaimed_when_the_response_closes(upstream: Upstream, body: str) -> None:
+    """An unread stream=True response left by a handler returns its connection at response close."""
+    config = PoolConfig(pool_maxsize=1, pool_timeout=0.2)
+    kept: list[Any] = []
+
+    def leaky(http: wsgi_pool.Client) -> str:
+        kept.append(http.get(f"{upstream.url}/big?size=4000000", stream=True))
+        return "leaked"
+
+    app = make_app(leaky, config, body=body)
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    result = app(environ, lambda *args: None)
+    pools = wsgi_pool.client(config).pools
+    if body == "generator":
+        assert pools.upstreams()[upstream.url]["free_slots"] == 0
+        assert b"".join(result) == b"leaked"
+        result.close()  # type: ignore[attr-defined]
+    assert pools.upstreams()[upstream.url]["free_slots"] == 1
+    assert call(make_app(lambda http: http.get(f"{upstream.url}/next").status_code, config))[1] == b"200"
+
+
+def test_the_apps_own_close_runs_before_release(upstream: Upstream) -> None:
+    """The app's iterable close() is called, then the client is released, even if close() raises."""
+    order: list[str] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            return iter([b"x"])
+
+        def close(self) -> None:
+            order.append("app close")
+            raise RuntimeError("app close failed")
+
+    def view(environ: dict[str, Any], start_response: Any) -> Body:
+        http = client_from(environ)
+        stream = http.get(f"{upstream.url}/big?size=4000000", stream=True)
+        order.append("handled")
+        environ["stream"] = stream
+        start_response("200 OK", [])
+        return Body()
+
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    result = PoolMiddleware(view)(environ, lambda *args: None)
+    assert list(result) == [b"x"]
+    with pytest.raises(RuntimeError, match="app close failed"):
+        result.close()  # type: ignore[attr-defined]
+    assert order == ["handled", "app close"]
+    assert environ["stream"].raw.connection is None
+
+
+def test_an_app_exception_releases_the_client(upstream: Upstream) -> None:
+    """When the app raises, its open streams are released and the error propagates."""
+    config = PoolConfig(pool_maxsize=1, pool_timeout=0.2)
+
+    def view(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        client_from(environ).get(f"{upstream.url}/big?size=4000000", stream=True)
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        call(PoolMiddleware(view, config))
+    assert wsgi_pool.client(config).pools.upstreams()[upstream.url]["free_slots"] == 1
+
+
+def test_requests_in_threads_share_the_process_pools(upstream: Upstream) -> None:
+    """Requests served by several threads use one set of pools: connections <= threads."""
+    config = PoolConfig(worker_class="gthread", threads=4)
+    app = make_app(lambda http: http.get(f"{upstream.url}/t?delay=0.05").json()["method"], config)
+    barrier = threading.Barrier(4)
+
+    def serve() -> list[bytes]:
+        barrier.wait(10)
+        return [call(app)[1] for _ in range(5)]
+
+    assert run_together(serve, serve, serve, serve) == [[b"GET"] * 5] * 4
+    assert upstream.stats().connections_opened <= 4
+    assert wsgi_pool.client(config).pools.sizing.pool_maxsize == 4
