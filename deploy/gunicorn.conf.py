@@ -35,7 +35,11 @@ logconfig_dict = {
         "wsgi_pool": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
     },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"},
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "generic",
+            "stream": "ext://sys.stderr",
+        },
     },
     "formatters": {
         "generic": {

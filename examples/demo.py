@@ -123,7 +123,9 @@ def progress(phase: Phase, total: int, threads: list[threading.Thread], started:
             last_line = now
             rate = phase.requests / (now - started)
             line = f"  {phase.name:<24} {phase.requests:>6}/{total} requests  {rate:7.0f} req/s  {phase.errors} errors"
-            print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            print(
+                ("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True
+            )
     for thread in threads:
         thread.join()
     if tty:
@@ -134,7 +136,9 @@ def run_phase(
     name: str, route: str, server: GunicornServer, upstream: Upstream, args: argparse.Namespace
 ) -> Phase:
     phase = Phase(name=name, route=route)
-    drive(server.url, phase, args.clients, args.clients, args.calls)  # warm-up: one request per client
+    drive(
+        server.url, phase, args.clients, args.clients, args.calls
+    )  # warm-up: one request per client
     upstream.reset()
     phase = Phase(name=name, route=route)
     drive(server.url, phase, args.requests, args.clients, args.calls)
@@ -150,14 +154,26 @@ def report(phases: list[Phase], args: argparse.Namespace, sizing: list[str]) -> 
     rows: list[tuple[str, str, str]] = [
         ("incoming requests", f"{pooled.requests}", f"{naive.requests}"),
         ("outbound calls", f"{pooled.outbound_calls}", f"{naive.outbound_calls}"),
-        ("upstream TCP connections opened", f"{pooled.upstream_connections}", f"{naive.upstream_connections}"),
+        (
+            "upstream TCP connections opened",
+            f"{pooled.upstream_connections}",
+            f"{naive.upstream_connections}",
+        ),
         ("connection reuse", f"{pooled.reuse:.1%}", f"{naive.reuse:.1%}"),
         ("latency p50", f"{pooled.percentile(0.5):.1f} ms", f"{naive.percentile(0.5):.1f} ms"),
         ("latency p99", f"{pooled.percentile(0.99):.1f} ms", f"{naive.percentile(0.99):.1f} ms"),
-        ("throughput", f"{pooled.summary()['requests_per_second']} req/s", f"{naive.summary()['requests_per_second']} req/s"),
+        (
+            "throughput",
+            f"{pooled.summary()['requests_per_second']} req/s",
+            f"{naive.summary()['requests_per_second']} req/s",
+        ),
         ("answers for another request", f"{pooled.wrong_answers}", f"{naive.wrong_answers}"),
         ("failed requests", f"{pooled.errors}", f"{naive.errors}"),
-        ("connections used by two processes", f"{pooled.shared_connections}", f"{naive.shared_connections}"),
+        (
+            "connections used by two processes",
+            f"{pooled.shared_connections}",
+            f"{naive.shared_connections}",
+        ),
     ]
     width = max(len(label) for label, _, _ in rows)
     lines = [
@@ -176,32 +192,55 @@ def report(phases: list[Phase], args: argparse.Namespace, sizing: list[str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=3000, help="incoming requests per phase (3000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--requests", type=int, default=3000, help="incoming requests per phase (3000)"
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent load connections (16)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker (8)")
-    parser.add_argument("--calls", type=int, default=3, help="upstream calls per incoming request (3)")
+    parser.add_argument(
+        "--calls", type=int, default=3, help="upstream calls per incoming request (3)"
+    )
     parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (gthread)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
     with Upstream() as upstream:
         env = {"UPSTREAM_URL": upstream.url, "UPSTREAM_CALLS": str(args.calls)}
-        flags = ["-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "-k", args.worker_class,
-                 "-w", str(args.workers), "--threads", str(args.threads)]
+        flags = [
+            "-c",
+            str(ROOT / "deploy" / "gunicorn.conf.py"),
+            "-k",
+            args.worker_class,
+            "-w",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+        ]
         server = GunicornServer("examples.plain_wsgi:app", flags, env=env, cwd=str(ROOT))
         with server:
-            print(f"upstream {upstream.url}; gunicorn {server.url} serving examples/plain_wsgi.py", file=sys.stderr)
+            print(
+                f"upstream {upstream.url}; gunicorn {server.url} serving examples/plain_wsgi.py",
+                file=sys.stderr,
+            )
             phases = [
                 run_phase("wsgi_pool", "/", server, upstream, args),
                 run_phase("requests.get per call", "/naive", server, upstream, args),
             ]
             server.stop()
-            sizing = [line.split("wsgi_pool: ", 1)[1] for line in server.log().splitlines() if "wsgi_pool: pools for pid" in line]
+            sizing = [
+                line.split("wsgi_pool: ", 1)[1]
+                for line in server.log().splitlines()
+                if "wsgi_pool: pools for pid" in line
+            ]
     print(report(phases, args, sizing))
     if args.json:
-        args.json.write_text(json.dumps({"phases": [p.summary() for p in phases], "sizing": sizing}, indent=2))
+        args.json.write_text(
+            json.dumps({"phases": [p.summary() for p in phases], "sizing": sizing}, indent=2)
+        )
     failed = any(p.errors or p.wrong_answers or p.shared_connections for p in phases)
     return 1 if failed else 0
 

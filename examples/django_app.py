@@ -30,7 +30,7 @@ urlpatterns = [path("", index)]
 if not settings.configured:
     settings.configure(
         DEBUG=False,
-        SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret"),  # noqa: S105
+        SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret"),
         ALLOWED_HOSTS=["127.0.0.1", "localhost", "[::1]"],
         ROOT_URLCONF=__name__,
         MIDDLEWARE=[],

@@ -1,6 +1,6 @@
 """A Flask app whose view calls an upstream through the request-scoped client.
 
-    UPSTREAM_URL=http://127.0.0.1:8081 gunicorn -c deploy/gunicorn.conf.py examples.flask_app:app
+UPSTREAM_URL=http://127.0.0.1:8081 gunicorn -c deploy/gunicorn.conf.py examples.flask_app:app
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ def view(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[by
         body = call_upstream(naive_get, tag)
     else:
         body = call_upstream(client_from(environ).get, tag)
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 

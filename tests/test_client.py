@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -20,7 +19,9 @@ from .conftest import run_together
 def test_calls_reuse_one_pooled_connection(upstream: Upstream) -> None:
     """Sequential calls from many clients of one process share one keep-alive connection."""
     for number in range(5):
-        response = wsgi_pool.client().get(f"{upstream.url}/n/{number}", headers={"X-Tag": str(number)})
+        response = wsgi_pool.client().get(
+            f"{upstream.url}/n/{number}", headers={"X-Tag": str(number)}
+        )
         assert isinstance(response, requests.Response)
         assert response.json()["tag"] == str(number)
     assert upstream.stats().connections_opened == 1
@@ -62,7 +63,10 @@ def test_default_timeouts_apply_when_the_caller_gives_none(upstream: Upstream) -
         http.get(f"{upstream.url}/slow?delay=1")
     assert http.get(f"{upstream.url}/slow?delay=0.4", timeout=5).status_code == 200
     adapter = http.pools.adapter
-    assert (adapter.default_timeout.connect_timeout, adapter.default_timeout.read_timeout) == (5.0, 0.2)
+    assert (adapter.default_timeout.connect_timeout, adapter.default_timeout.read_timeout) == (
+        5.0,
+        0.2,
+    )
 
 
 def test_connect_timeout_default_is_applied() -> None:
@@ -128,6 +132,7 @@ def test_handler_mounts_and_headers_stay_local(upstream: Upstream) -> None:
     other = Client()
     mounted = HTTPAdapter()
     mine.mount(f"{upstream.url}/private", mounted)
+    assert mine.get_adapter(f"{upstream.url}/public") is mine.pools.adapter
     mine.headers["X-Secret"] = "s3cret"
     assert mine.get_adapter(f"{upstream.url}/private/x") is mounted
     assert other.get_adapter(f"{upstream.url}/private/x") is other.pools.adapter
@@ -149,7 +154,9 @@ def test_repr_shows_the_pools(upstream: Upstream) -> None:
     http = wsgi_pool.client(PoolConfig(pool_maxsize=2))
     http.get(f"{upstream.url}/x")
     text = repr(http)
-    assert text.startswith(f"<wsgi_pool.Client over <WorkerPools pid={os.getpid()} pool_maxsize=2 pool_block=True [")
+    assert text.startswith(
+        f"<wsgi_pool.Client over <WorkerPools pid={os.getpid()} pool_maxsize=2 pool_block=True ["
+    )
     assert f"{upstream.url}: 1 opened, 1 idle, 0 in use]>>" in text
 
 
@@ -194,7 +201,9 @@ def test_trust_env_reads_proxies_once_and_honours_no_proxy(
     assert not pools.bypasses_proxy(None)
 
 
-def test_no_proxy_entry_skips_the_proxy(upstream: Upstream, second_upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_proxy_entry_skips_the_proxy(
+    upstream: Upstream, second_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A host matching NO_PROXY is called directly; '*' matches every host."""
     monkeypatch.setenv("http_proxy", second_upstream.url)
     monkeypatch.setenv("no_proxy", "127.0.0.0/8")
@@ -215,11 +224,11 @@ def test_upstream_detects_a_connection_used_by_two_processes(upstream: Upstream)
 
 
 @pytest.fixture
-def fake_pid(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+def fake_pid(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The registry's process-id source, replaced so a test can fake a fork."""
     pid = [os.getpid()]
     monkeypatch.setattr(_process, "getpid", lambda: pid[0])
-    yield pid
+    return pid
 
 
 def test_a_changed_process_id_gets_new_pools_and_leaves_the_old_ones_open(
@@ -241,6 +250,20 @@ def test_a_changed_process_id_gets_new_pools_and_leaves_the_old_ones_open(
     assert parent_pools.upstreams()[upstream.url]["idle"] == 1
 
 
+def test_the_at_fork_hook_sets_the_parents_pools_aside(
+    upstream: Upstream, fake_pid: list[int]
+) -> None:
+    """os.register_at_fork's child hook moves the parent's pools out of reach without closing them."""
+    http = wsgi_pool.client()
+    http.get(f"{upstream.url}/parent")
+    parent_pools = http.pools
+    fake_pid[0] += 300000
+    _process._after_fork_in_child()
+    assert list(_process._by_pid) == []
+    assert any(parent_pools in held.by_config.values() for held in _process._inherited)
+    assert parent_pools.upstreams()[upstream.url]["idle"] == 1
+
+
 def test_close_process_pools_without_pools_closes_nothing(fake_pid: list[int]) -> None:
     """Closing in a process that never built pools does nothing."""
     fake_pid[0] += 200000
@@ -257,7 +280,9 @@ def test_forked_children_never_get_each_others_answers(upstream: Upstream) -> No
     for _ in range(2):
         read_end, write_end = os.pipe()
         pid = os.fork()
-        if pid == 0:  # pragma: no cover  (the child's lines are measured by nobody: it leaves with os._exit)
+        if (
+            pid == 0
+        ):  # pragma: no cover  (the child's lines are measured by nobody: it leaves with os._exit)
             code = 1
             try:
                 os.close(read_end)
@@ -265,7 +290,9 @@ def test_forked_children_never_get_each_others_answers(upstream: Upstream) -> No
                 right = 0
                 for number in range(40):
                     tag = f"{me}-{number}"
-                    answer = http.get(f"{upstream.url}/c", headers={"X-Tag": tag, "X-Caller-Pid": me}).json()
+                    answer = http.get(
+                        f"{upstream.url}/c", headers={"X-Tag": tag, "X-Caller-Pid": me}
+                    ).json()
                     right += answer["tag"] == tag and answer["caller"] == me
                 os.write(write_end, str(right).encode())
                 code = 0
@@ -274,7 +301,9 @@ def test_forked_children_never_get_each_others_answers(upstream: Upstream) -> No
         os.close(write_end)
         children.append((pid, read_end))
     for number in range(40):
-        answer = http.get(f"{upstream.url}/p", headers={"X-Tag": f"p{number}", "X-Caller-Pid": parent}).json()
+        answer = http.get(
+            f"{upstream.url}/p", headers={"X-Tag": f"p{number}", "X-Caller-Pid": parent}
+        ).json()
         assert answer["tag"] == f"p{number}"
     for pid, read_end in children:
         with os.fdopen(read_end, "rb") as pipe:

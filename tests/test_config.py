@@ -29,20 +29,84 @@ def gunicorn_cfg(**settings: object) -> Config:
 @pytest.mark.parametrize(
     ("config", "maxsize", "reason"),
     [
-        pytest.param(PoolConfig(worker_class="sync"), 1, "sync worker: one request at a time", id="sync"),
-        pytest.param(PoolConfig(worker_class="sync", threads=1), 1, "sync worker: one request", id="sync-1-thread"),
-        pytest.param(PoolConfig(worker_class="sync", threads=6), 6, "sync worker with 6 threads runs as gthread", id="sync-threads-is-gthread"),
-        pytest.param(PoolConfig(worker_class="gthread", threads=16), 16, "gthread worker with 16 threads", id="gthread-16"),
-        pytest.param(PoolConfig(worker_class="gthread"), 1, "gthread worker with 1 thread", id="gthread-threads-unknown"),
-        pytest.param(PoolConfig(worker_class="gevent"), GEVENT_POOL_CAP, "worker_connections=1000 capped at 100", id="gevent-default-capped"),
-        pytest.param(PoolConfig(worker_class="gevent", worker_connections=5000), GEVENT_POOL_CAP, "worker_connections=5000 capped", id="gevent-capped"),
-        pytest.param(PoolConfig(worker_class="gevent", worker_connections=40), 40, "gevent worker: worker_connections=40", id="gevent-under-cap"),
-        pytest.param(PoolConfig(worker_class="gevent_pywsgi", worker_connections=40), 40, "gevent worker", id="gevent-pywsgi"),
-        pytest.param(PoolConfig(worker_class="tornado", threads=8), 1, "tornado worker: one WSGI call at a time", id="tornado"),
-        pytest.param(PoolConfig(), 10, "server concurrency unknown (no gunicorn hooks", id="unknown-server"),
-        pytest.param(PoolConfig(threads=4), 4, "server concurrency unknown; threads=4", id="unknown-server-threads"),
-        pytest.param(PoolConfig(worker_class="gthread", threads=16, pool_maxsize=4), 4, "set explicitly", id="explicit-wins"),
-        pytest.param(PoolConfig(worker_class="gevent", pool_maxsize=500), 500, "set explicitly", id="explicit-wins-gevent"),
+        pytest.param(
+            PoolConfig(worker_class="sync"), 1, "sync worker: one request at a time", id="sync"
+        ),
+        pytest.param(
+            PoolConfig(worker_class="sync", threads=1),
+            1,
+            "sync worker: one request",
+            id="sync-1-thread",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="sync", threads=6),
+            6,
+            "sync worker with 6 threads runs as gthread",
+            id="sync-threads-is-gthread",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="gthread", threads=16),
+            16,
+            "gthread worker with 16 threads",
+            id="gthread-16",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="gthread"),
+            1,
+            "gthread worker with 1 thread",
+            id="gthread-threads-unknown",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="gevent"),
+            GEVENT_POOL_CAP,
+            "worker_connections=1000 capped at 100",
+            id="gevent-default-capped",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="gevent", worker_connections=5000),
+            GEVENT_POOL_CAP,
+            "worker_connections=5000 capped",
+            id="gevent-capped",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="gevent", worker_connections=40),
+            40,
+            "gevent worker: worker_connections=40",
+            id="gevent-under-cap",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="gevent_pywsgi", worker_connections=40),
+            40,
+            "gevent worker",
+            id="gevent-pywsgi",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="tornado", threads=8),
+            1,
+            "tornado worker: one WSGI call at a time",
+            id="tornado",
+        ),
+        pytest.param(
+            PoolConfig(), 10, "server concurrency unknown (no gunicorn hooks", id="unknown-server"
+        ),
+        pytest.param(
+            PoolConfig(threads=4),
+            4,
+            "server concurrency unknown; threads=4",
+            id="unknown-server-threads",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="gthread", threads=16, pool_maxsize=4),
+            4,
+            "set explicitly",
+            id="explicit-wins",
+        ),
+        pytest.param(
+            PoolConfig(worker_class="gevent", pool_maxsize=500),
+            500,
+            "set explicitly",
+            id="explicit-wins-gevent",
+        ),
     ],
 )
 def test_sizing_table(config: PoolConfig, maxsize: int, reason: str) -> None:
@@ -58,10 +122,20 @@ def test_sizing_table(config: PoolConfig, maxsize: int, reason: str) -> None:
 def test_explicit_pool_settings_win_and_say_so() -> None:
     """Every explicit pool setting is used as given, with 'set explicitly' as its reason."""
     config = PoolConfig(
-        worker_class="gthread", threads=8, pool_maxsize=3, pool_connections=4, pool_block=False, pool_timeout=0.5
+        worker_class="gthread",
+        threads=8,
+        pool_maxsize=3,
+        pool_connections=4,
+        pool_block=False,
+        pool_timeout=0.5,
     )
     sizing = size_pools(config)
-    assert (sizing.pool_maxsize, sizing.pool_connections, sizing.pool_block, sizing.pool_timeout) == (3, 4, False, 0.5)
+    assert (
+        sizing.pool_maxsize,
+        sizing.pool_connections,
+        sizing.pool_block,
+        sizing.pool_timeout,
+    ) == (3, 4, False, 0.5)
     assert set(sizing.reasons.values()) == {"set explicitly"}
     assert sizing.describe().startswith("pool_maxsize=3 (set explicitly); pool_connections=4")
 
@@ -76,22 +150,64 @@ def test_describe_names_the_server() -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        pytest.param({"pool_maxsize": 0}, "pool_maxsize: expected a whole number >= 1, got 0", id="maxsize-zero"),
-        pytest.param({"threads": -2}, "threads: expected a whole number >= 1, got -2", id="threads-negative"),
-        pytest.param({"pool_connections": True}, "pool_connections: expected a whole number >= 1, got True", id="bool-count"),
-        pytest.param({"worker_connections": 2.5}, "worker_connections: expected a whole number >= 1, got 2.5", id="float-count"),
-        pytest.param({"pool_timeout": 0}, "pool_timeout: expected a finite number of seconds > 0, got 0", id="zero-wait"),
-        pytest.param({"read_timeout": float("inf")}, "read_timeout: expected a finite number of seconds > 0, got inf", id="infinite-read"),
-        pytest.param({"connect_timeout": "3"}, "connect_timeout: expected a finite number of seconds > 0, got '3'", id="text-seconds"),
-        pytest.param({"pool_block": "yes"}, "pool_block: expected True or False, got 'yes'", id="text-bool"),
-        pytest.param({"worker_class": "uvicorn.workers.UvicornWorker"}, "worker_class: 'uvicorn.workers.UvicornWorker' is not a known", id="unknown-class"),
-        pytest.param({"worker_class": 3}, "worker_class: 3 is not a known worker class", id="class-not-text"),
+        pytest.param(
+            {"pool_maxsize": 0},
+            "pool_maxsize: expected a whole number >= 1, got 0",
+            id="maxsize-zero",
+        ),
+        pytest.param(
+            {"threads": -2}, "threads: expected a whole number >= 1, got -2", id="threads-negative"
+        ),
+        pytest.param(
+            {"pool_connections": True},
+            "pool_connections: expected a whole number >= 1, got True",
+            id="bool-count",
+        ),
+        pytest.param(
+            {"worker_connections": 2.5},
+            "worker_connections: expected a whole number >= 1, got 2.5",
+            id="float-count",
+        ),
+        pytest.param(
+            {"pool_timeout": 0},
+            "pool_timeout: expected a finite number of seconds > 0, got 0",
+            id="zero-wait",
+        ),
+        pytest.param(
+            {"read_timeout": float("inf")},
+            "read_timeout: expected a finite number of seconds > 0, got inf",
+            id="infinite-read",
+        ),
+        pytest.param(
+            {"connect_timeout": "3"},
+            "connect_timeout: expected a finite number of seconds > 0, got '3'",
+            id="text-seconds",
+        ),
+        pytest.param(
+            {"pool_block": "yes"}, "pool_block: expected True or False, got 'yes'", id="text-bool"
+        ),
+        pytest.param(
+            {"worker_class": "uvicorn.workers.UvicornWorker"},
+            "worker_class: 'uvicorn.workers.UvicornWorker' is not a known",
+            id="unknown-class",
+        ),
+        pytest.param(
+            {"worker_class": 3}, "worker_class: 3 is not a known worker class", id="class-not-text"
+        ),
         pytest.param({"proxies": ["http://p:1"]}, "proxies: expected a mapping", id="proxies-list"),
-        pytest.param({"proxies": {"http": "proxy-without-scheme"}}, "proxies['http']: 'proxy-without-scheme' is not a proxy URL", id="proxy-url"),
-        pytest.param({"proxies": {"http": 3}}, "proxies: expected text keys and URLs", id="proxy-not-text"),
+        pytest.param(
+            {"proxies": {"http": "proxy-without-scheme"}},
+            "proxies['http']: 'proxy-without-scheme' is not a proxy URL",
+            id="proxy-url",
+        ),
+        pytest.param(
+            {"proxies": {"http": 3}}, "proxies: expected text keys and URLs", id="proxy-not-text"
+        ),
     ],
 )
-def test_bad_values_raise_config_error_naming_setting_and_value(settings: dict[str, object], message: str) -> None:
+def test_bad_values_raise_config_error_naming_setting_and_value(
+    settings: dict[str, object], message: str
+) -> None:
     """A bad value is a ConfigError (a ValueError and a WsgiPoolError) that names the setting and the value."""
     with pytest.raises(ConfigError) as caught:
         PoolConfig(**settings)  # type: ignore[arg-type]
@@ -113,7 +229,9 @@ def test_config_is_frozen_and_hashable() -> None:
 
 def test_worker_class_aliases_are_normalized() -> None:
     """gunicorn's -k names, entry points and class paths all map to one concurrency model."""
-    assert PoolConfig(worker_class="gunicorn.workers.gthread.ThreadWorker").worker_class == "gthread"
+    assert (
+        PoolConfig(worker_class="gunicorn.workers.gthread.ThreadWorker").worker_class == "gthread"
+    )
     assert PoolConfig(worker_class="egg:gunicorn#gevent").worker_class == "gevent"
     assert PoolConfig(worker_class="GEVENT_WSGI").worker_class == "gevent"
     assert normalize_worker_class("no.such.Worker") is None
@@ -166,11 +284,31 @@ def test_from_env_defaults_to_the_process_environment(monkeypatch: pytest.Monkey
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        pytest.param({"WSGI_POOL_MAXSIZE": "4"}, "WSGI_POOL_MAXSIZE: unknown setting (known: WSGI_POOL_WORKER_CLASS", id="typo"),
-        pytest.param({"WSGI_POOL_POOL_MAXSIZE": "four"}, "WSGI_POOL_POOL_MAXSIZE='four': invalid literal", id="not-a-number"),
-        pytest.param({"WSGI_POOL_POOL_BLOCK": "maybe"}, "WSGI_POOL_POOL_BLOCK='maybe': expected one of", id="not-a-bool"),
-        pytest.param({"WSGI_POOL_PROXIES": "http:proxy"}, "WSGI_POOL_PROXIES='http:proxy': 'http:proxy' is not key=url", id="bad-proxies"),
-        pytest.param({"WSGI_POOL_POOL_MAXSIZE": "0"}, "pool_maxsize: expected a whole number >= 1, got 0 (from the WSGI_POOL_* environment)", id="out-of-range"),
+        pytest.param(
+            {"WSGI_POOL_MAXSIZE": "4"},
+            "WSGI_POOL_MAXSIZE: unknown setting (known: WSGI_POOL_WORKER_CLASS",
+            id="typo",
+        ),
+        pytest.param(
+            {"WSGI_POOL_POOL_MAXSIZE": "four"},
+            "WSGI_POOL_POOL_MAXSIZE='four': invalid literal",
+            id="not-a-number",
+        ),
+        pytest.param(
+            {"WSGI_POOL_POOL_BLOCK": "maybe"},
+            "WSGI_POOL_POOL_BLOCK='maybe': expected one of",
+            id="not-a-bool",
+        ),
+        pytest.param(
+            {"WSGI_POOL_PROXIES": "http:proxy"},
+            "WSGI_POOL_PROXIES='http:proxy': 'http:proxy' is not key=url",
+            id="bad-proxies",
+        ),
+        pytest.param(
+            {"WSGI_POOL_POOL_MAXSIZE": "0"},
+            "pool_maxsize: expected a whole number >= 1, got 0 (from the WSGI_POOL_* environment)",
+            id="out-of-range",
+        ),
     ],
 )
 def test_from_env_errors_name_the_variable_and_value(environ: dict[str, str], message: str) -> None:
@@ -184,14 +322,32 @@ def test_from_env_errors_name_the_variable_and_value(environ: dict[str, str], me
     ("settings", "expected"),
     [
         pytest.param({}, ("sync", 1, 1000), id="gunicorn-defaults"),
-        pytest.param({"worker_class": "gthread", "threads": 16}, ("gthread", 16, 1000), id="gthread"),
-        pytest.param({"worker_class": "sync", "threads": 4}, ("gthread", 4, 1000), id="sync-with-threads-is-gthread"),
-        pytest.param({"worker_class": "gevent", "worker_connections": 300}, ("gevent", 1, 300), id="gevent"),
-        pytest.param({"worker_class": "tests.workers.CustomThreadWorker", "threads": 3}, ("gthread", 3, 1000), id="subclass"),
-        pytest.param({"worker_class": "tests.workers.ForeignWorker", "threads": 3}, (None, None, None), id="foreign"),
+        pytest.param(
+            {"worker_class": "gthread", "threads": 16}, ("gthread", 16, 1000), id="gthread"
+        ),
+        pytest.param(
+            {"worker_class": "sync", "threads": 4},
+            ("gthread", 4, 1000),
+            id="sync-with-threads-is-gthread",
+        ),
+        pytest.param(
+            {"worker_class": "gevent", "worker_connections": 300}, ("gevent", 1, 300), id="gevent"
+        ),
+        pytest.param(
+            {"worker_class": "tests.workers.CustomThreadWorker", "threads": 3},
+            ("gthread", 3, 1000),
+            id="subclass",
+        ),
+        pytest.param(
+            {"worker_class": "tests.workers.ForeignWorker", "threads": 3},
+            (None, None, None),
+            id="foreign",
+        ),
     ],
 )
-def test_from_gunicorn_reads_the_servers_concurrency(settings: dict[str, object], expected: tuple[object, ...]) -> None:
+def test_from_gunicorn_reads_the_servers_concurrency(
+    settings: dict[str, object], expected: tuple[object, ...]
+) -> None:
     """from_gunicorn takes worker class, threads and worker_connections from a real gunicorn Config."""
     config = PoolConfig.from_gunicorn(gunicorn_cfg(**settings), environ={})
     assert (config.worker_class, config.threads, config.worker_connections) == expected
@@ -200,7 +356,9 @@ def test_from_gunicorn_reads_the_servers_concurrency(settings: dict[str, object]
 def test_from_gunicorn_lets_the_environment_win() -> None:
     """A WSGI_POOL_* variable wins over what gunicorn reports; other fields come from the environment too."""
     cfg = gunicorn_cfg(worker_class="gthread", threads=16)
-    config = PoolConfig.from_gunicorn(cfg, environ={"WSGI_POOL_THREADS": "4", "WSGI_POOL_POOL_TIMEOUT": "2"})
+    config = PoolConfig.from_gunicorn(
+        cfg, environ={"WSGI_POOL_THREADS": "4", "WSGI_POOL_POOL_TIMEOUT": "2"}
+    )
     assert (config.worker_class, config.threads, config.pool_timeout) == ("gthread", 4, 2.0)
     assert size_pools(config).pool_maxsize == 4
 

@@ -20,7 +20,9 @@ CONF = str(ROOT / "deploy" / "gunicorn.conf.py")
 SIZING = re.compile(r"wsgi_pool: pools for pid (\d+): (.*)")
 
 
-def wait_for_sizing_lines(server: GunicornServer, count: int, within: float = 30.0) -> list[tuple[str, str]]:
+def wait_for_sizing_lines(
+    server: GunicornServer, count: int, within: float = 30.0
+) -> list[tuple[str, str]]:
     """The 'pools for pid' lines, once at least ``count`` have been logged."""
     deadline = time.monotonic() + within
     while True:
@@ -76,7 +78,10 @@ def test_sixteen_threads_never_overflow_the_pool(upstream: Upstream) -> None:
         log_after_pooled = server.log()
         upstream.reset()
         # Control: the same load through a module-level requests.Session (pool of 10) is caught.
-        assert [status for status, _ in run_together(*[lambda: get(server, "/session-slow")] * 16, timeout=60)] == [200] * 16
+        assert [
+            status
+            for status, _ in run_together(*[lambda: get(server, "/session-slow")] * 16, timeout=60)
+        ] == [200] * 16
         session = upstream.stats()
         server.stop()
         log_after_session = server.log()
@@ -107,7 +112,9 @@ def test_examples_serve_under_gunicorn(upstream: Upstream, app: str) -> None:
 def test_a_bad_setting_stops_gunicorn_at_start_up(upstream: Upstream) -> None:
     """WSGI_POOL_POOL_MAXSIZE=0 stops gunicorn before it serves, naming the setting and the value."""
     env = {"UPSTREAM_URL": upstream.url, "WSGI_POOL_POOL_MAXSIZE": "0"}
-    server = GunicornServer("examples.plain_wsgi:app", ["-c", CONF, "-w", "1"], env=env, cwd=str(ROOT))
+    server = GunicornServer(
+        "examples.plain_wsgi:app", ["-c", CONF, "-w", "1"], env=env, cwd=str(ROOT)
+    )
     try:
         with pytest.raises(RuntimeError, match="gunicorn exited with") as caught:
             server.start()
@@ -117,7 +124,9 @@ def test_a_bad_setting_stops_gunicorn_at_start_up(upstream: Upstream) -> None:
     assert "pool_maxsize: expected a whole number >= 1, got 0" in str(caught.value)
 
 
-def test_the_demo_reports_pooling_against_requests_get(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_demo_reports_pooling_against_requests_get(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The README's first command, with a small load: every answer right, connections reused."""
     figures = tmp_path / "demo.json"
     assert main(["--requests", "200", "--clients", "8", "--json", str(figures)]) == 0

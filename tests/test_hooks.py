@@ -39,7 +39,12 @@ def test_hooks_have_gunicorns_exact_arity() -> None:
         assert cfg.settings[name].get() is getattr(hooks, name)
     with pytest.raises(TypeError):
         cfg.set("post_fork", hooks.post_worker_init)
-    assert [len(inspect.signature(getattr(hooks, n)).parameters) for n in hooks.__all__] == [1, 2, 1, 2]
+    assert [len(inspect.signature(getattr(hooks, n)).parameters) for n in hooks.__all__] == [
+        1,
+        2,
+        1,
+        2,
+    ]
 
 
 def test_post_fork_records_concurrency_and_post_worker_init_builds_pools(
@@ -58,7 +63,9 @@ def test_post_fork_records_concurrency_and_post_worker_init_builds_pools(
     assert "pool_maxsize=6 (gthread worker with 6 threads)" in lines[0]
 
 
-def test_worker_exit_closes_pools_only_in_the_workers_own_process(worker: Worker, upstream: Upstream) -> None:
+def test_worker_exit_closes_pools_only_in_the_workers_own_process(
+    worker: Worker, upstream: Upstream
+) -> None:
     """worker_exit run for another process (the master's ESRCH branch) leaves this process's pools open."""
     http = wsgi_pool.client()
     http.get(f"{upstream.url}/x")
@@ -79,7 +86,9 @@ def test_on_starting_rejects_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> N
         cfg = Config()
 
     monkeypatch.setenv("WSGI_POOL_POOL_TIMEOUT", "-1")
-    with pytest.raises(ConfigError, match=r"pool_timeout: expected a finite number of seconds > 0, got -1.0"):
+    with pytest.raises(
+        ConfigError, match=r"pool_timeout: expected a finite number of seconds > 0, got -1.0"
+    ):
         hooks.on_starting(Server())
     monkeypatch.delenv("WSGI_POOL_POOL_TIMEOUT")
     hooks.on_starting(Server())
@@ -92,7 +101,9 @@ def test_importing_the_hooks_imports_no_http_library() -> None:
         "wsgi_pool.PoolConfig.from_env()\n"
         "print(sorted(m for m in ('requests', 'urllib3', 'gunicorn') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -102,4 +113,4 @@ def test_lazy_names_resolve_and_unknown_names_do_not() -> None:
         assert getattr(wsgi_pool, name) is not None
     assert set(wsgi_pool.__all__) <= set(dir(wsgi_pool))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        wsgi_pool.nope  # type: ignore[attr-defined]  # noqa: B018
+        wsgi_pool.nope  # noqa: B018

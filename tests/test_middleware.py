@@ -11,7 +11,14 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 import wsgi_pool
-from wsgi_pool import ENVIRON_KEY, MissingClientError, PoolConfig, PoolMiddleware, _process, client_from
+from wsgi_pool import (
+    ENVIRON_KEY,
+    MissingClientError,
+    PoolConfig,
+    PoolMiddleware,
+    _process,
+    client_from,
+)
 from wsgi_pool.testing import Upstream
 
 from .conftest import run_together
@@ -19,7 +26,9 @@ from .conftest import run_together
 Handler = Callable[[Any], Any]
 
 
-def make_app(handler: Handler, config: PoolConfig | None = None, body: str = "list") -> PoolMiddleware:
+def make_app(
+    handler: Handler, config: PoolConfig | None = None, body: str = "list"
+) -> PoolMiddleware:
     """A WSGI app whose handler gets the request-scoped client; its body is a list or a generator."""
 
     def view(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -30,6 +39,12 @@ def make_app(handler: Handler, config: PoolConfig | None = None, body: str = "li
         return (chunk for chunk in [result])
 
     return PoolMiddleware(view, config)
+
+
+def discard_start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: Any = None
+) -> Callable[[bytes], object]:
+    return lambda data: None
 
 
 def call(app: Any, **extra: Any) -> tuple[str, bytes, Any]:
@@ -76,9 +91,9 @@ def test_wrapping_builds_no_pools() -> None:
 
 def test_client_from_without_middleware_explains() -> None:
     """client_from on an environ without a client raises MissingClientError (a LookupError)."""
-    with pytest.raises(MissingClientError, match="wrap the app in wsgi_pool.PoolMiddleware"):
+    with pytest.raises(MissingClientError, match=r"wrap the app in wsgi_pool\.PoolMiddleware"):
         client_from({})
-    with pytest.raises(LookupError, match="is 'x', not a wsgi_pool client"):
+    with pytest.raises(LookupError, match=r"is 'x', not a wsgi_pool client"):
         client_from({ENVIRON_KEY: "x"})
 
 
@@ -108,7 +123,9 @@ def test_cookies_never_cross_between_concurrent_requests(upstream: Upstream) -> 
         return lambda: call(app)[1]
 
     names = [f"user{n}" for n in range(8)]
-    assert run_together(*(user(name) for name in names)) == [f"sid={name}".encode() for name in names]
+    assert run_together(*(user(name) for name in names)) == [
+        f"sid={name}".encode() for name in names
+    ]
 
 
 def test_headers_and_auth_changed_by_a_handler_stay_in_its_request(upstream: Upstream) -> None:
@@ -136,7 +153,9 @@ def test_an_incoming_proxy_header_never_routes_calls(upstream: Upstream) -> None
 
 
 @pytest.mark.parametrize("body", ["list", "generator"])
-def test_a_leaked_stream_is_reclaimed_when_the_response_closes(upstream: Upstream, body: str) -> None:
+def test_a_leaked_stream_is_reclaimed_when_the_response_closes(
+    upstream: Upstream, body: str
+) -> None:
     """An unread stream=True response left by a handler returns its connection at response close."""
     config = PoolConfig(pool_maxsize=1, pool_timeout=0.2)
     kept: list[Any] = []
@@ -148,14 +167,17 @@ def test_a_leaked_stream_is_reclaimed_when_the_response_closes(upstream: Upstrea
     app = make_app(leaky, config, body=body)
     environ: dict[str, Any] = {}
     setup_testing_defaults(environ)
-    result = app(environ, lambda *args: None)
+    result = app(environ, discard_start_response)
     pools = wsgi_pool.client(config).pools
     if body == "generator":
         assert pools.upstreams()[upstream.url]["free_slots"] == 0
         assert b"".join(result) == b"leaked"
         result.close()  # type: ignore[attr-defined]
     assert pools.upstreams()[upstream.url]["free_slots"] == 1
-    assert call(make_app(lambda http: http.get(f"{upstream.url}/next").status_code, config))[1] == b"200"
+    assert (
+        call(make_app(lambda http: http.get(f"{upstream.url}/next").status_code, config))[1]
+        == b"200"
+    )
 
 
 def test_the_apps_own_close_runs_before_release(upstream: Upstream) -> None:
@@ -180,12 +202,27 @@ def test_the_apps_own_close_runs_before_release(upstream: Upstream) -> None:
 
     environ: dict[str, Any] = {}
     setup_testing_defaults(environ)
-    result = PoolMiddleware(view)(environ, lambda *args: None)
+    result = PoolMiddleware(view)(environ, discard_start_response)
     assert list(result) == [b"x"]
     with pytest.raises(RuntimeError, match="app close failed"):
         result.close()  # type: ignore[attr-defined]
     assert order == ["handled", "app close"]
     assert environ["stream"].raw.connection is None
+
+
+def test_a_body_without_close_still_releases(upstream: Upstream) -> None:
+    """A body iterable with no close() of its own still gets the client released at close."""
+    config = PoolConfig(pool_maxsize=1, pool_timeout=0.2)
+
+    def view(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        client_from(environ).get(f"{upstream.url}/big?size=4000000", stream=True)
+        start_response("200 OK", [])
+        return iter([b"done"])
+
+    status, body, result = call(PoolMiddleware(view, config))
+    assert (status, body) == ("200 OK", b"done")
+    assert not hasattr(result._body, "close")
+    assert wsgi_pool.client(config).pools.upstreams()[upstream.url]["free_slots"] == 1
 
 
 def test_an_app_exception_releases_the_client(upstream: Upstream) -> None:

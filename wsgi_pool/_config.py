@@ -173,7 +173,11 @@ class PoolConfig:
 
     def __post_init__(self) -> None:
         if self.worker_class is not None:
-            kind = normalize_worker_class(self.worker_class) if isinstance(self.worker_class, str) else None
+            kind = (
+                normalize_worker_class(self.worker_class)
+                if isinstance(self.worker_class, str)
+                else None
+            )
             if kind is None:
                 raise ConfigError(
                     f"worker_class: {self.worker_class!r} is not a known worker class; "
@@ -217,7 +221,9 @@ class PoolConfig:
             raise ConfigError(f"{exc} (from the {ENV_PREFIX}* environment)") from None
 
     @classmethod
-    def from_gunicorn(cls, cfg: GunicornConfig, environ: Mapping[str, str] | None = None) -> PoolConfig:
+    def from_gunicorn(
+        cls, cfg: GunicornConfig, environ: Mapping[str, str] | None = None
+    ) -> PoolConfig:
         """The server's concurrency from gunicorn's ``cfg``, the rest from :meth:`from_env`.
 
         A ``WSGI_POOL_*`` variable wins over what gunicorn says.
@@ -370,12 +376,15 @@ def size_pools(config: PoolConfig) -> PoolSizing:
     )
 
 
-def _maxsize_for_server(config: PoolConfig) -> tuple[int, str]:
+def _maxsize_for_server(config: PoolConfig) -> tuple[int, str]:  # noqa: PLR0911  (one return per row of the sizing table)
     kind, threads = config.worker_class, config.threads
     if kind == "gevent":
         wanted = config.worker_connections or 1000
         if wanted > GEVENT_POOL_CAP:
-            return GEVENT_POOL_CAP, f"gevent worker: worker_connections={wanted} capped at {GEVENT_POOL_CAP}"
+            return (
+                GEVENT_POOL_CAP,
+                f"gevent worker: worker_connections={wanted} capped at {GEVENT_POOL_CAP}",
+            )
         return wanted, f"gevent worker: worker_connections={wanted}"
     if kind == "gthread":
         count = threads or 1

@@ -96,7 +96,7 @@ class SharedAdapter(HTTPAdapter):
             manager.pool_classes_by_scheme = self._pool_classes
         return manager
 
-    def send(
+    def send(  # noqa: PLR0917  (requests' HTTPAdapter.send signature)
         self,
         request: requests.PreparedRequest,
         stream: bool = False,
@@ -105,11 +105,13 @@ class SharedAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
+        # requests accepts a urllib3 Timeout here, though its annotation does not say so.
+        chosen: Any = self.default_timeout if timeout is None else timeout
         try:
             return super().send(
                 request,
                 stream=stream,
-                timeout=self.default_timeout if timeout is None else timeout,
+                timeout=chosen,
                 verify=verify,
                 cert=cert,
                 proxies=proxies,
@@ -156,13 +158,12 @@ class WorkerPools:
         """Per upstream: connections idle in the pool and opened so far."""
         manager = self.adapter.poolmanager
         found: dict[str, dict[str, int]] = {}
-        for key in list(manager.pools.keys()):
-            pool = manager.pools.get(key)
-            if pool is None or pool.pool is None:
-                continue
+        # Read without the pools' locks: a snapshot for statistics. A pool evicted meanwhile is None.
+        for pool in filter(None, [manager.pools.get(key) for key in manager.pools.keys()]):  # noqa: SIM118  (urllib3's container refuses iteration)
+            slots = list(pool.pool.queue) if pool.pool is not None else []
             found[f"{pool.scheme}://{pool.host}:{pool.port}"] = {
-                "idle": sum(1 for conn in list(pool.pool.queue) if conn is not None),
-                "free_slots": pool.pool.qsize(),
+                "idle": sum(1 for conn in slots if conn is not None),
+                "free_slots": len(slots),
                 "opened": pool.num_connections,
                 "requests": pool.num_requests,
             }

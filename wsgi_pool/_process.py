@@ -62,11 +62,8 @@ def _this_process() -> _ProcessPools:
 
 
 def _set_aside_foreign(pid: int) -> None:
-    for other in list(_by_pid):
-        if other != pid:
-            inherited = _by_pid.pop(other, None)
-            if inherited is not None:
-                _inherited.append(inherited)
+    foreign = [_by_pid.pop(other, None) for other in list(_by_pid) if other != pid]
+    _inherited.extend(filter(None, foreign))  # None: another thread set it aside first
 
 
 def _after_fork_in_child() -> None:
@@ -100,7 +97,7 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
     if pools is None:
         with process.lock:
             pools = process.by_config.get(effective)
-            if pools is None:
+            if pools is None:  # pragma: no branch  (else: another thread built them meanwhile)
                 pools = WorkerPools(effective, pid=process.pid)
                 process.by_config[effective] = pools
                 logger.info("pools for pid %d: %s", process.pid, pools.sizing.describe())

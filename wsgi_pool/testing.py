@@ -19,11 +19,13 @@ carried requests from two processes is a socket shared across a fork
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -65,7 +67,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             self.server.connection_closed(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (BaseHTTPRequestHandler's name)
+    def log_message(self, format: str, *args: Any) -> None:
         return None
 
     def _answer(self) -> None:
@@ -117,7 +119,10 @@ class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.tls = tls
         super().__init__(address, _Handler)
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -132,9 +137,15 @@ class _Server(http.server.ThreadingHTTPServer):
             self.in_flight = 0
             self.max_in_flight = 0
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:  # the handshake happens on the first read, in the handler's thread
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up mid-answer (a timeout on its side) is not the server's error."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        """A client that hung up or refused our certificate is not the server's error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):
             super().handle_error(request, client_address)
 
     def connection_opened(self, sock: socket.socket) -> int:
@@ -177,22 +188,30 @@ class _Server(http.server.ThreadingHTTPServer):
         with self._lock:
             sockets = list(self._open)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class Upstream:
-    """A threaded HTTP/1.1 server with keep-alive on ``host`` (default 127.0.0.1), any free port."""
+    """A threaded HTTP/1.1 server with keep-alive on ``host`` (default 127.0.0.1), any free port.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = _Server((host, port))
+    With ``tls`` (a server-side ``ssl.SSLContext``) it speaks HTTPS and its URL is https.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self._server = _Server((host, port), tls)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
-        bound_host, bound_port = self._server.server_address[:2]
-        self.url = f"http://{bound_host}:{bound_port}"
+        bound_port = self._server.server_address[1]
+        scheme = "https" if tls is not None else "http"
+        self.url = (
+            f"{scheme}://[{host}]:{bound_port}"
+            if ":" in host
+            else f"{scheme}://{host}:{bound_port}"
+        )
 
     def start(self) -> Upstream:
         self._thread.start()
@@ -200,11 +219,13 @@ class Upstream:
 
     def stop(self) -> None:
         """Stop serving, close every connection, and wait for the server thread."""
-        if self._thread.is_alive():
+        serving = self._thread.is_alive()
+        if serving:
             self._server.shutdown()
         self._server.drop_connections()
         self._server.server_close()
-        self._thread.join(timeout=10)
+        if serving:
+            self._thread.join(timeout=10)
 
     def __enter__(self) -> Upstream:
         return self.start()
@@ -267,9 +288,22 @@ class GunicornServer:
 
     def start(self, ready_within: float = 30.0) -> GunicornServer:
         """Start gunicorn and wait until it accepts connections (or exits, or the time runs out)."""
-        command = [sys.executable, "-m", "gunicorn", "--bind", f"{self.host}:{self.port}", *self.args, self.app]
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{self.host}:{self.port}",
+            *self.args,
+            self.app,
+        ]
         self.process = subprocess.Popen(  # noqa: S603  (a fixed command with our own arguments)
-            command, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            command,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so a forced stop reaches the workers too
         )
         deadline = time.monotonic() + ready_within
         while time.monotonic() < deadline:
@@ -281,10 +315,12 @@ class GunicornServer:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"gunicorn did not accept connections within {ready_within} s:\n{self.log()}")
+        raise RuntimeError(
+            f"gunicorn did not accept connections within {ready_within} s:\n{self.log()}"
+        )
 
     def stop(self, within: float = 30.0) -> int | None:
-        """SIGTERM (a graceful shutdown), SIGKILL if it takes longer than ``within``; the exit code."""
+        """SIGTERM (a graceful shutdown); SIGKILL to master and workers after ``within``; the exit code."""
         code = None
         if self.process is not None:
             if self.process.poll() is None:
@@ -292,7 +328,7 @@ class GunicornServer:
                 try:
                     self.process.wait(timeout=within)
                 except subprocess.TimeoutExpired:
-                    self.process.kill()
+                    os.killpg(self.process.pid, signal.SIGKILL)
                     self.process.wait()
             code = self.process.returncode
         self._log.close()
