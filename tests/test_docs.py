@@ -1,0 +1,142 @@
+"""The docs cannot drift: every README snippet runs, and the tables match the code."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import wsgi_pool
+from wsgi_pool import ENVIRON_KEY, PoolConfig
+from wsgi_pool._config import ENV_PREFIX
+from wsgi_pool.testing import Upstream
+
+from .conftest import ROOT
+from .test_middleware import call
+
+README = (ROOT / "README.md").read_text()
+SNIPPETS = [
+    textwrap.dedent(code) for code in re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+]
+
+
+def snippet_label(code: str) -> str:
+    first = code.lstrip().splitlines()[0]
+    return first.removeprefix("#").strip()
+
+
+def check_app(namespace: dict[str, Any], upstream: Upstream) -> None:
+    status, body, _ = call(namespace["app"])
+    assert (status, body) == ("200 OK", b"item 42 from /items/42")
+
+
+def check_gunicorn_conf(namespace: dict[str, Any], upstream: Upstream) -> None:
+    from gunicorn.config import Config  # noqa: PLC0415
+
+    cfg = Config()
+    for name in (
+        "on_starting",
+        "post_fork",
+        "post_worker_init",
+        "worker_exit",
+        "workers",
+        "worker_class",
+        "threads",
+    ):
+        cfg.set(name, namespace[name])
+    assert PoolConfig.from_gunicorn(cfg, environ={}).threads == 16
+
+
+def check_flask(namespace: dict[str, Any], upstream: Upstream) -> None:
+    answer = namespace["app"].test_client().get("/item").get_json()
+    assert answer["path"] == "/items/42"
+
+
+def check_django_view(namespace: dict[str, Any], upstream: Upstream) -> None:
+    from django.test import RequestFactory  # noqa: PLC0415
+
+    request = RequestFactory().get("/item")
+    request.META[ENVIRON_KEY] = wsgi_pool.Client()
+    response = namespace["item"](request)
+    assert b'"path": "/items/42"' in response.content
+
+
+def check_outside_a_request(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert upstream.stats().requests_served == 1
+
+
+def check_config_in_code(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert namespace["app"].config == PoolConfig(read_timeout=5.0, pool_timeout=1.0)
+
+
+CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
+    "app.py": check_app,
+    "gunicorn.conf.py": check_gunicorn_conf,
+    "flask": check_flask,
+    "django view": check_django_view,
+    "outside a request": check_outside_a_request,
+    "config in code": check_config_in_code,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def django_settings() -> None:
+    from django.conf import settings  # noqa: PLC0415
+
+    if not settings.configured:
+        settings.configure(ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=[], SECRET_KEY="tests-only")  # noqa: S106
+
+
+def test_every_snippet_has_a_check() -> None:
+    """Each README Python snippet is labelled by its first comment, and each label has a check."""
+    assert [snippet_label(code) for code in SNIPPETS] == list(CHECKS)
+
+
+@pytest.mark.parametrize("label", list(CHECKS))
+def test_readme_snippet_runs(
+    label: str, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README snippet runs as written against a real upstream (the view from app.py is in scope)."""
+    monkeypatch.setenv("INVENTORY_URL", upstream.url)
+    namespace: dict[str, Any] = {"__name__": "readme_snippet"}
+    exec(SNIPPETS[0], namespace)  # noqa: S102  (the README's own app.py, which later snippets build on)
+    code = {snippet_label(c): c for c in SNIPPETS}[label]
+    exec(code, namespace)  # noqa: S102
+    CHECKS[label](namespace, upstream)
+
+
+def test_config_table_matches_the_fields() -> None:
+    """The README's configuration table lists every field, its variable and its default."""
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| `([^`]*)` \|", README, flags=re.MULTILINE)
+    fields = dataclasses.fields(PoolConfig)
+    assert [name for name, _, _ in rows] == [f.name for f in fields]
+    for (name, variable, default), field in zip(rows, fields, strict=True):
+        assert variable == ENV_PREFIX + name.upper()
+        value = field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+        assert default == repr(value)
+        assert field.metadata["doc"]
+
+
+def test_the_two_commands_and_ci_agree() -> None:
+    """The README's two commands exist, and .ci/run runs exactly the README's test command."""
+    assert "./dev demo" in README
+    assert "./dev test" in README
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert [line for line in ci.splitlines() if line and not line.startswith("#")][
+        -1
+    ] == "exec ./dev test"
+
+
+def test_changelog_follows_keep_a_changelog() -> None:
+    """CHANGELOG.md has an Unreleased section and a section for the package's version."""
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in changelog
+    assert re.search(
+        rf"^## \[{re.escape(wsgi_pool.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$",
+        changelog,
+        flags=re.MULTILINE,
+    )
