@@ -116,7 +116,8 @@ def test_config_table_matches_the_fields() -> None:
     assert [name for name, _, _ in rows] == [f.name for f in fields]
     for (name, variable, default), field in zip(rows, fields, strict=True):
         assert variable == ENV_PREFIX + name.upper()
-        value = field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+        factory = field.default_factory
+        value = factory() if callable(factory) else field.default
         assert default == repr(value)
         assert field.metadata["doc"]
 
