@@ -10,7 +10,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 import wsgi_pool
-from wsgi_pool import Client, PoolConfig, PoolTimeout, WsgiPoolError, _process
+from wsgi_pool import Client, PoolConfig, PoolTimeout, WorkerPools, WsgiPoolError, _process
 from wsgi_pool.testing import Upstream, free_port
 
 from .conftest import run_together
@@ -179,6 +179,16 @@ def test_config_proxies_route_calls(upstream: Upstream, second_upstream: Upstrea
     assert second_upstream.stats().requests_served == 1
 
 
+def test_a_direct_send_uses_the_config_proxies(
+    upstream: Upstream, second_upstream: Upstream
+) -> None:
+    """Client.send() on a prepared request routes through the config's proxies, as request() does."""
+    http = wsgi_pool.client(PoolConfig(proxies={"http": second_upstream.url}))
+    prepared = http.prepare_request(requests.Request("GET", f"{upstream.url}/sent"))
+    assert http.send(prepared).json()["path"] == f"{upstream.url}/sent"
+    assert second_upstream.stats().requests_served == 1
+
+
 def test_trust_env_reads_proxies_once_and_honours_no_proxy(
     upstream: Upstream, second_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -231,13 +241,19 @@ def fake_pid(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return pid
 
 
-def test_a_changed_process_id_gets_new_pools_and_leaves_the_old_ones_open(
-    upstream: Upstream, fake_pid: list[int]
-) -> None:
-    """After a fork (seen as a new process id) a client builds new pools; inherited ones are set aside open."""
+@pytest.fixture
+def parent(upstream: Upstream) -> tuple[Client, WorkerPools]:
+    """A client of this process, and its pools, with one idle connection to the upstream."""
     http = wsgi_pool.client()
     http.get(f"{upstream.url}/parent")
-    parent_pools = http.pools
+    return http, http.pools
+
+
+def test_a_changed_process_id_gets_new_pools_and_leaves_the_old_ones_open(
+    upstream: Upstream, fake_pid: list[int], parent: tuple[Client, WorkerPools]
+) -> None:
+    """After a fork (seen as a new process id) a client builds new pools; inherited ones are set aside open."""
+    http, parent_pools = parent
     fake_pid[0] += 100000
     child_pools = http.pools
     assert child_pools is not parent_pools
@@ -251,12 +267,10 @@ def test_a_changed_process_id_gets_new_pools_and_leaves_the_old_ones_open(
 
 
 def test_the_at_fork_hook_sets_the_parents_pools_aside(
-    upstream: Upstream, fake_pid: list[int]
+    upstream: Upstream, fake_pid: list[int], parent: tuple[Client, WorkerPools]
 ) -> None:
     """os.register_at_fork's child hook moves the parent's pools out of reach without closing them."""
-    http = wsgi_pool.client()
-    http.get(f"{upstream.url}/parent")
-    parent_pools = http.pools
+    _, parent_pools = parent
     fake_pid[0] += 300000
     _process._after_fork_in_child()
     assert list(_process._by_pid) == []

@@ -97,6 +97,10 @@ class Client(requests.Session):
         }
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if "proxies" not in kwargs:  # a direct send(): requests would use only self.proxies
+            kwargs["proxies"] = self.merge_environment_settings(
+                request.url, None, None, None, None
+            )["proxies"]
         response = super().send(request, **kwargs)
         if kwargs.get("stream", self.stream):
             # Held strongly: a streamed response the handler dropped unread still holds its

@@ -19,6 +19,7 @@ carried requests from two processes is a socket shared across a fork
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import http.server
 import json
@@ -34,7 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["GunicornServer", "Upstream", "UpstreamStats"]
@@ -192,7 +193,31 @@ class _Server(http.server.ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-class Upstream:
+_Self = TypeVar("_Self", bound="_Running")
+
+
+class _Running(abc.ABC):
+    """``with`` support for a test server: start on enter, stop on exit."""
+
+    @abc.abstractmethod
+    def start(self: _Self) -> _Self: ...
+
+    @abc.abstractmethod
+    def stop(self) -> object: ...
+
+    def __enter__(self: _Self) -> _Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Upstream(_Running):
     """A threaded HTTP/1.1 server with keep-alive on ``host`` (default 127.0.0.1), any free port.
 
     With ``tls`` (a server-side ``ssl.SSLContext``) it speaks HTTPS and its URL is https.
@@ -227,17 +252,6 @@ class Upstream:
         if serving:
             self._thread.join(timeout=10)
 
-    def __enter__(self) -> Upstream:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def stats(self) -> UpstreamStats:
         """Connections opened, requests served, the most requests in flight at once, open connections."""
         return self._server.stats()
@@ -259,12 +273,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-class GunicornServer:
+class GunicornServer(_Running):
     """gunicorn serving ``app`` in a subprocess on a free loopback port; stopped by :meth:`stop`.
 
     ``args`` are gunicorn command-line flags (``"-k", "gthread", "--threads", "4"``);
     ``env`` is added to this process's environment. The combined output is kept in a file
-    that :meth:`log` reads.
+    that :meth:`log` reads; :meth:`stop` keeps what it held and removes the file.
     """
 
     def __init__(
@@ -284,6 +298,7 @@ class GunicornServer:
         self.port = free_port(host)
         self.url = f"http://{host}:{self.port}"
         self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115  (closed in stop)
+        self._final_log: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_within: float = 30.0) -> GunicornServer:
@@ -331,22 +346,15 @@ class GunicornServer:
                     os.killpg(self.process.pid, signal.SIGKILL)
                     self.process.wait()
             code = self.process.returncode
-        self._log.close()
+        if self._final_log is None:
+            self._final_log = self.log()
+            self._log.close()
+            os.unlink(self._log.name)
         return code
 
     def log(self) -> str:
-        """Everything gunicorn and its workers printed so far."""
+        """Everything gunicorn and its workers printed so far (all of it, once stopped)."""
+        if self._final_log is not None:
+            return self._final_log
         with open(self._log.name, encoding="utf-8", errors="replace") as log:
             return log.read()
-
-    def __enter__(self) -> GunicornServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        os.unlink(self._log.name)
