@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def clean_registry() -> Iterator[None]:
     """Each test starts with no pools, no server report and no cached settings; its pools are closed after."""
     _process.close_process_pools()
-    _process.record_server(None)
     _process._env_default = None
+    _process.record_server(None)
     yield
     _process.close_process_pools()
-    _process.record_server(None)
     _process._env_default = None
+    _process.record_server(None)
 
 
 @pytest.fixture

@@ -327,3 +327,14 @@ def test_forked_children_never_get_each_others_answers(upstream: Upstream) -> No
         assert reported == b"40"
     assert upstream.shared_connections() == {}
     assert upstream.stats().connections_opened == 3
+
+
+def test_the_environment_settings_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WSGI_POOL_* is read once; a later change in the environment does not resize live pools."""
+    monkeypatch.setenv("WSGI_POOL_POOL_MAXSIZE", "3")
+    first = _process.default_config()
+    monkeypatch.setenv("WSGI_POOL_POOL_MAXSIZE", "7")
+    assert _process.default_config() is first
+    _process.record_server(PoolConfig(worker_class="gthread", threads=5))
+    assert wsgi_pool.client().pools.sizing.pool_maxsize == 3
+    assert wsgi_pool.client().pools.config.threads == 5

@@ -44,11 +44,13 @@ class _ProcessPools:
 # its creation atomic without a lock a fork could have left held. ``_inherited`` keeps what a
 # child inherited alive (so no finalizer closes it) and out of reach. ``_server`` is what the
 # gunicorn hooks reported about this worker's concurrency; ``_env_default`` caches the
-# ``WSGI_POOL_*`` settings, read once per process.
+# ``WSGI_POOL_*`` settings, read once per process; ``_completed`` maps a config (None: the
+# default) to itself completed by ``_server``, and is emptied whenever ``_server`` changes.
 _by_pid: dict[int, _ProcessPools] = {}
 _inherited: list[_ProcessPools] = []
 _server: PoolConfig | None = None
 _env_default: PoolConfig | None = None
+_completed: dict[PoolConfig | None, PoolConfig] = {}
 
 
 def _this_process() -> _ProcessPools:
@@ -77,6 +79,7 @@ def record_server(server: PoolConfig | None) -> None:
     """Remember what the server reported about this process's concurrency (gunicorn hooks)."""
     global _server
     _server = server
+    _completed.clear()
 
 
 def default_config() -> PoolConfig:
@@ -89,15 +92,18 @@ def default_config() -> PoolConfig:
 
 def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
     """This process's pools for ``config`` (default: the ``WSGI_POOL_*`` settings), built on first use."""
-    from ._pools import WorkerPools  # noqa: PLC0415  (requests loads at the first build, after fork)
-
-    effective = with_server_defaults(default_config() if config is None else config, _server)
+    effective = _completed.get(config)
+    if effective is None:
+        effective = with_server_defaults(default_config() if config is None else config, _server)
+        _completed[config] = effective
     process = _this_process()
     pools = process.by_config.get(effective)
     if pools is None:
         with process.lock:
             pools = process.by_config.get(effective)
             if pools is None:  # pragma: no branch  (else: another thread built them meanwhile)
+                from ._pools import WorkerPools  # noqa: PLC0415  (requests loads here, after fork)
+
                 pools = WorkerPools(effective, pid=process.pid)
                 process.by_config[effective] = pools
                 logger.info("pools for pid %d: %s", process.pid, pools.sizing.describe())
