@@ -329,7 +329,9 @@ def test_forked_children_never_get_each_others_answers(upstream: Upstream) -> No
     assert upstream.stats().connections_opened == 3
 
 
-def test_the_environment_settings_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_settings_are_read_once_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """WSGI_POOL_* is read once; a later change in the environment does not resize live pools."""
     monkeypatch.setenv("WSGI_POOL_POOL_MAXSIZE", "3")
     first = _process.default_config()
