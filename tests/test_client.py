@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 import requests
@@ -70,10 +71,30 @@ def test_default_timeouts_apply_when_the_caller_gives_none(upstream: Upstream) -
 
 
 def test_connect_timeout_default_is_applied() -> None:
-    """The default connect timeout reaches urllib3 (refused quickly here: nothing listens)."""
-    http = wsgi_pool.client(PoolConfig(connect_timeout=0.5))
-    with pytest.raises(requests.exceptions.ConnectionError):
-        http.get(f"http://127.0.0.1:{free_port()}/")
+    """With no timeout argument, a connect to a listener whose accept queue is full ends at connect_timeout."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        while True:  # fill the accept queue until the kernel drops our SYNs
+            filler = socket.socket()
+            filler.settimeout(0.2)
+            try:
+                filler.connect(address)
+            except TimeoutError:
+                filler.close()
+                break
+            fillers.append(filler)
+            assert len(fillers) < 64, "the accept queue never filled"
+        http = wsgi_pool.client(PoolConfig(connect_timeout=0.3))
+        with pytest.raises(requests.exceptions.ConnectTimeout):
+            http.get(f"http://127.0.0.1:{address[1]}/")
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
 
 
 def test_pool_wait_is_bounded_and_names_upstream_and_size(upstream: Upstream) -> None:
@@ -161,7 +182,7 @@ def test_repr_shows_the_pools(upstream: Upstream) -> None:
 
 
 def test_requests_never_read_the_environment_by_default(
-    upstream: Upstream, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """trust_env is off: HTTP_PROXY and NO_PROXY of the process are not read at all."""
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")

@@ -63,6 +63,18 @@ def test_post_fork_records_concurrency_and_post_worker_init_builds_pools(
     assert "pool_maxsize=6 (gthread worker with 6 threads)" in lines[0]
 
 
+def test_an_explicit_config_is_completed_by_gunicorn_not_by_the_environment(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """post_fork records only gunicorn's concurrency: WSGI_POOL_* shapes the default config, not an explicit one."""
+    monkeypatch.setenv("WSGI_POOL_THREADS", "3")
+    hooks.post_fork(None, worker)
+    explicit = wsgi_pool.client(wsgi_pool.PoolConfig(read_timeout=2.0)).pools
+    assert (explicit.config.threads, explicit.sizing.pool_maxsize) == (6, 6)
+    default = wsgi_pool.client().pools
+    assert (default.config.threads, default.sizing.pool_maxsize) == (3, 3)
+
+
 def test_worker_exit_closes_pools_only_in_the_workers_own_process(
     worker: Worker, upstream: Upstream
 ) -> None:

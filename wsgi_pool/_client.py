@@ -85,7 +85,9 @@ class Client(requests.Session):
         self, url: str | None, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
         """Settings of the call over this client's, over the config's proxies; never the environment."""
-        pools = self.pools
+        # Only config-derived data is read here, the same in every process: the process-id
+        # check is get_adapter's, once per call.
+        pools = self._pools or self.pools
         base: Any = pools.proxies
         if base and pools.no_proxy and pools.bypasses_proxy(parse_url(url or "").host):
             base = {}

@@ -13,6 +13,7 @@ import logging
 import os
 import urllib.request
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -192,7 +193,7 @@ def _proxy_settings(config: PoolConfig) -> tuple[Mapping[str, str], tuple[str, .
         )
         proxies.update({scheme: url for scheme, url in found.items() if url})
     proxies.update(config.proxies)
-    return proxies, no_proxy
+    return MappingProxyType(proxies), no_proxy
 
 
 def _matches(entry: str, host: str) -> bool:

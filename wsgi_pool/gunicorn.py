@@ -6,7 +6,8 @@
 - ``on_starting`` (master): validates the ``WSGI_POOL_*`` settings, so a bad value stops
   gunicorn before any worker starts.
 - ``post_fork`` (worker, before gevent patches and before the app loads): records the
-  worker's concurrency and sets aside pools inherited from the master. Imports no requests.
+  worker's concurrency as gunicorn reports it. Imports no requests. (Pools inherited from
+  the master were already set aside by the at-fork hook and the process-id check.)
 - ``post_worker_init`` (worker, after patching and app load): builds the worker's pools and
   logs the sizing decision once.
 - ``worker_exit`` (the worker, and sometimes the master on its behalf): closes the pools of
@@ -22,7 +23,7 @@ import os
 from typing import Any
 
 from . import _process
-from ._config import PoolConfig
+from ._config import PoolConfig, server_concurrency
 
 __all__ = ["on_starting", "post_fork", "post_worker_init", "worker_exit"]
 
@@ -33,8 +34,8 @@ def on_starting(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Worker, right after fork: record its concurrency; inherited pools are never used."""
-    _process.record_server(PoolConfig.from_gunicorn(worker.cfg))
+    """Worker, right after fork: record what gunicorn says of its concurrency (nothing else)."""
+    _process.record_server(server_concurrency(worker.cfg))
 
 
 def post_worker_init(worker: Any) -> None:
