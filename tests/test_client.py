@@ -63,11 +63,8 @@ def test_default_timeouts_apply_when_the_caller_gives_none(upstream: Upstream) -
     with pytest.raises(requests.exceptions.ReadTimeout):
         http.get(f"{upstream.url}/slow?delay=1")
     assert http.get(f"{upstream.url}/slow?delay=0.4", timeout=5).status_code == 200
-    adapter = http.pools.adapter
-    assert (adapter.default_timeout.connect_timeout, adapter.default_timeout.read_timeout) == (
-        5.0,
-        0.2,
-    )
+    settings = http.pools.adapter.settings_for(upstream.url)
+    assert (settings.connect_timeout, settings.read_timeout) == (5.0, 0.2)
 
 
 def test_connect_timeout_default_is_applied() -> None:
@@ -109,7 +106,7 @@ def test_pool_wait_is_bounded_and_names_upstream_and_size(upstream: Upstream) ->
     assert error.upstream == upstream.url
     assert (error.pool_maxsize, error.waited) == (1, 0.2)
     assert str(error) == (
-        f"no free connection to {upstream.url} after waiting 0.2 s: all pool_maxsize=1 connections "
+        f"{upstream.url}: no free connection after waiting 0.2 s: all pool_maxsize=1 connections "
         "are in use (raise pool_maxsize or pool_timeout, or close streamed responses)"
     )
     assert error.request is not None

@@ -8,7 +8,7 @@ import os
 import pytest
 from gunicorn.config import Config
 
-from wsgi_pool import ConfigError, PoolConfig, WsgiPoolError, size_pools
+from wsgi_pool import ConfigError, PoolConfig, UpstreamSettings, WsgiPoolError, size_pools
 from wsgi_pool._config import (
     DEFAULT_HOST_POOLS,
     DEFAULT_POOL_TIMEOUT,
@@ -128,6 +128,7 @@ def test_explicit_pool_settings_win_and_say_so() -> None:
         pool_connections=4,
         pool_block=False,
         pool_timeout=0.5,
+        deadline=3.0,
     )
     sizing = size_pools(config)
     assert (
@@ -252,6 +253,19 @@ def test_from_env_reads_every_field_by_its_name() -> None:
             "WSGI_POOL_READ_TIMEOUT": "7.5",
             "WSGI_POOL_TRUST_ENV": "yes",
             "WSGI_POOL_PROXIES": "http=http://proxy:3128, https=http://proxy:3129,",
+            "WSGI_POOL_WORKER_TIMEOUT": "0",
+            "WSGI_POOL_DEADLINE": "9",
+            "WSGI_POOL_IDLE_TIMEOUT": "1.5",
+            "WSGI_POOL_RETRIES": "0",
+            "WSGI_POOL_RETRY_STATUSES": "502, 503,",
+            "WSGI_POOL_BACKOFF_FACTOR": "0",
+            "WSGI_POOL_BACKOFF_MAX": "0.5",
+            "WSGI_POOL_RETRY_BUDGET": "0.1",
+            "WSGI_POOL_RETRY_BUDGET_MIN_PER_SECOND": "1",
+            "WSGI_POOL_MAX_RESPONSE_BYTES": "None",
+            "WSGI_POOL_DEADLINE_HEADERS": "X-Budget-Ms, ",
+            "WSGI_POOL_PROPAGATE_DEADLINE": "1",
+            "WSGI_POOL_UPSTREAMS": '{"HTTPS://Search.Internal": {"deadline": 2.5, "retries": 1}}',
             "PATH": "/usr/bin",
         }
     )
@@ -267,10 +281,26 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         read_timeout=7.5,
         trust_env=True,
         proxies={"http": "http://proxy:3128", "https": "http://proxy:3129"},
+        worker_timeout=0,
+        deadline=9.0,
+        idle_timeout=1.5,
+        retries=0,
+        retry_statuses=frozenset({502, 503}),
+        backoff_factor=0.0,
+        backoff_max=0.5,
+        retry_budget=0.1,
+        retry_budget_min_per_second=1.0,
+        max_response_bytes=None,
+        deadline_headers=("X-Budget-Ms",),
+        propagate_deadline=True,
+        upstreams={"https://search.internal:443": UpstreamSettings(deadline=2.5, retries=1)},
     )
     assert {f.name for f in dataclasses.fields(PoolConfig)} == {
         "worker_class", "threads", "worker_connections", "pool_maxsize", "pool_connections", "pool_block",
-        "pool_timeout", "connect_timeout", "read_timeout", "trust_env", "proxies",
+        "pool_timeout", "connect_timeout", "read_timeout", "worker_timeout", "deadline", "idle_timeout",
+        "retries", "retry_statuses", "backoff_factor", "backoff_max", "retry_budget",
+        "retry_budget_min_per_second", "max_response_bytes", "deadline_headers", "propagate_deadline",
+        "upstreams", "trust_env", "proxies",
     }  # fmt: skip
 
 
@@ -374,8 +404,12 @@ def test_server_defaults_fill_only_unset_fields() -> None:
     """What the server reports fills the concurrency fields the config left unset, nothing else."""
     server = server_concurrency(gunicorn_cfg(worker_class="gthread", threads=8))
     assert with_server_defaults(PoolConfig(read_timeout=2.0), server) == PoolConfig(
-        read_timeout=2.0, worker_class="gthread", threads=8, worker_connections=1000
+        read_timeout=2.0,
+        worker_class="gthread",
+        threads=8,
+        worker_connections=1000,
+        worker_timeout=30.0,
     )
-    mine = PoolConfig(worker_class="sync", threads=2, worker_connections=5)
+    mine = PoolConfig(worker_class="sync", threads=2, worker_connections=5, worker_timeout=9)
     assert with_server_defaults(mine, server) is mine
     assert with_server_defaults(mine, None) is mine

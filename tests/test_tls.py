@@ -71,7 +71,7 @@ def test_https_pool_wait_is_bounded(https_upstream: Upstream, ca_file: str) -> N
     http = wsgi_pool.client(PoolConfig(pool_maxsize=1, pool_timeout=0.2))
     held = http.get(f"{https_upstream.url}/big?size=4000000", stream=True, verify=ca_file)
     with pytest.raises(
-        PoolTimeout, match=r"no free connection to https://127\.0\.0\.1:\d+ after waiting 0\.2 s"
+        PoolTimeout, match=r"https://127\.0\.0\.1:\d+: no free connection after waiting 0\.2 s"
     ):
         http.get(f"{https_upstream.url}/second", verify=ca_file)
     held.close()

@@ -10,13 +10,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._config import PoolConfig, PoolSizing, size_pools
+from ._config import PoolConfig, PoolSizing, UpstreamSettings, size_pools
 from ._errors import ConfigError, MissingClientError, WsgiPoolError
 
 if TYPE_CHECKING:
-    from ._client import Client
+    from ._client import Client, deadline
+    from ._failures import (
+        DeadlineExceeded,
+        PoolTimeout,
+        ResponseTooLarge,
+        UpstreamConnectionError,
+        UpstreamConnectTimeout,
+        UpstreamError,
+        UpstreamProtocolError,
+        UpstreamReadTimeout,
+        UpstreamRefused,
+        UpstreamReset,
+        UpstreamTimeout,
+        UpstreamTLSError,
+        UpstreamUnreachable,
+    )
     from ._middleware import ENVIRON_KEY, PoolMiddleware, client, client_from
-    from ._pools import PoolTimeout, WorkerPools
+    from ._pools import WorkerPools
 
 __version__ = "0.1.0"
 
@@ -24,25 +39,52 @@ __all__ = [
     "ENVIRON_KEY",
     "Client",
     "ConfigError",
+    "DeadlineExceeded",
     "MissingClientError",
     "PoolConfig",
     "PoolMiddleware",
     "PoolSizing",
     "PoolTimeout",
+    "ResponseTooLarge",
+    "UpstreamConnectTimeout",
+    "UpstreamConnectionError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamReadTimeout",
+    "UpstreamRefused",
+    "UpstreamReset",
+    "UpstreamSettings",
+    "UpstreamTLSError",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
     "WorkerPools",
     "WsgiPoolError",
     "client",
     "client_from",
+    "deadline",
     "size_pools",
 ]
 
 _LAZY = {
     "Client": "._client",
+    "deadline": "._client",
     "ENVIRON_KEY": "._middleware",
     "PoolMiddleware": "._middleware",
     "client": "._middleware",
     "client_from": "._middleware",
-    "PoolTimeout": "._pools",
+    "DeadlineExceeded": "._failures",
+    "PoolTimeout": "._failures",
+    "ResponseTooLarge": "._failures",
+    "UpstreamConnectionError": "._failures",
+    "UpstreamConnectTimeout": "._failures",
+    "UpstreamError": "._failures",
+    "UpstreamProtocolError": "._failures",
+    "UpstreamReadTimeout": "._failures",
+    "UpstreamRefused": "._failures",
+    "UpstreamReset": "._failures",
+    "UpstreamTimeout": "._failures",
+    "UpstreamTLSError": "._failures",
+    "UpstreamUnreachable": "._failures",
     "WorkerPools": "._pools",
 }
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -15,9 +19,34 @@ from requests.sessions import merge_setting
 from requests.utils import default_headers
 from urllib3.util import parse_url
 
-from . import _process
-from ._config import PoolConfig
+from . import _deadline, _process
+from ._config import PoolConfig, check_seconds
+from ._deadline import Deadline
 from ._pools import WorkerPools
+
+_block_ends: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "wsgi_pool.block_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Every call in the block ends within ``seconds`` of entering it (blocks nest: the sooner wins).
+
+        with wsgi_pool.deadline(2.0):
+            user = http.get(f"{USERS}/42").json()
+            cart = http.get(f"{CARTS}/{user['cart']}").json()
+
+    It only shortens: each call also keeps its own deadline and the incoming request's budget.
+    """
+    check_seconds("deadline", seconds)
+    ends = time.monotonic() + seconds
+    outer = _block_ends.get()
+    token = _block_ends.set(ends if outer is None else min(outer, ends))
+    try:
+        yield
+    finally:
+        _block_ends.reset(token)
 
 
 def _holds_connection(response: requests.Response) -> bool:
@@ -46,11 +75,14 @@ class Client(requests.Session):
         *,
         pools: WorkerPools | None = None,
         keep_cookies: bool = True,
+        not_after: float | None = None,
     ) -> None:
         # requests.Session.__init__ is skipped on purpose: it builds two adapters, each with
         # pools of its own. Every attribute it sets is set here, cheaply.
         self._config = config
         self._pools = pools
+        self.not_after = not_after
+        """The incoming request's budget (a ``time.monotonic()`` moment): no call outlives it."""
         self._streams: list[requests.Response] | None = None
         self.headers = default_headers()
         self.auth = None
@@ -81,6 +113,37 @@ class Client(requests.Session):
             return self.pools.adapter
         raise InvalidSchema(f"No connection adapters were found for {url!r}")
 
+    def request(
+        self,
+        method: str,
+        url: str | bytes,
+        *args: Any,
+        deadline: float | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """requests' ``request``, within a total deadline: ``deadline`` seconds, else the upstream's.
+
+        The deadline covers the whole call: waiting for a pooled connection, connecting,
+        retries and backoff, redirects, and reading the body (a streamed body: until it is
+        read or closed). It never ends after the incoming request's budget.
+        """
+        if deadline is not None:
+            check_seconds("deadline", deadline)
+        token = self._bind_deadline(url, deadline)
+        try:
+            return super().request(method, url, *args, **kwargs)
+        finally:
+            _deadline.unbind(token)
+
+    def _bind_deadline(
+        self, url: str | bytes | None, seconds: float | None
+    ) -> contextvars.Token[Deadline | None]:
+        if seconds is None:
+            text = url.decode() if isinstance(url, bytes) else str(url or "")
+            seconds = self.pools.deadline_for(text)
+        ends = [moment for moment in (self.not_after, _block_ends.get()) if moment is not None]
+        return _deadline.bind(Deadline.start(seconds, not_after=min(ends, default=None)))
+
     def merge_environment_settings(
         self, url: str | None, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
@@ -103,7 +166,12 @@ class Client(requests.Session):
             kwargs["proxies"] = self.merge_environment_settings(
                 request.url, None, None, None, None
             )["proxies"]
-        response = super().send(request, **kwargs)
+        token = self._bind_deadline(request.url, None) if _deadline.current() is None else None
+        try:
+            response = super().send(request, **kwargs)
+        finally:
+            if token is not None:
+                _deadline.unbind(token)
         if kwargs.get("stream", self.stream):
             # Held strongly: a streamed response the handler dropped unread still holds its
             # connection, and only close() can give it back. Released ones are pruned here.

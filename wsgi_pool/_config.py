@@ -7,9 +7,11 @@ master (``on_starting``) to reject a bad setting before any worker is forked.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -31,6 +33,14 @@ UNKNOWN_SERVER_MAXSIZE: Final = 10
 
 DEFAULT_POOL_TIMEOUT: Final = 5.0
 """Seconds a call waits for a free pooled connection when ``pool_timeout`` is not set."""
+
+DEFAULT_DEADLINE: Final = 20.0
+"""Seconds a whole call may take when ``deadline`` is not set and the worker timeout allows."""
+
+DEADLINE_SHARE_OF_WORKER_TIMEOUT: Final = 0.75
+"""A derived deadline never exceeds this share of gunicorn's worker ``timeout``."""
+
+MIB: Final = 1024 * 1024
 
 WORKER_CLASSES: Final = ("sync", "gthread", "gevent", "tornado")
 
@@ -83,6 +93,26 @@ def _parse_str(text: str) -> str:
     return text.strip()
 
 
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.strip().lower() == "none" else int(text.strip())
+
+
+def _parse_statuses(text: str) -> frozenset[int]:
+    return frozenset(int(part) for part in text.split(",") if part.strip())
+
+
+def _parse_names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _parse_upstreams(text: str) -> dict[str, Any]:
+    """JSON: ``{"https://search.internal": {"deadline": 2.5, "retries": 0}}``."""
+    found = json.loads(text)
+    if not isinstance(found, dict):
+        raise ValueError("expected a JSON object of origin to settings")
+    return found
+
+
 def _parse_proxies(text: str) -> dict[str, str]:
     """``"http=http://proxy:3128,https=http://proxy:3128"`` -> a requests proxies mapping."""
     proxies: dict[str, str] = {}
@@ -99,6 +129,48 @@ def normalize_worker_class(name: str) -> str | None:
     key = name.strip()
     key = key.removeprefix("egg:gunicorn#")
     return _WORKER_ALIASES.get(key) or _WORKER_ALIASES.get(key.lower())
+
+
+DEADLINE_HEADER: Final = "X-Request-Deadline"
+"""The header that carries a remaining budget in milliseconds, in and (``propagate_deadline``) out."""
+
+_TOKEN: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_DEFAULT_PORTS: Final[Mapping[str, int]] = MappingProxyType({"http": 80, "https": 443})
+
+
+def normalize_origin(text: str) -> str:
+    """``"HTTPS://Api.Internal"`` -> ``"https://api.internal:443"``: how upstreams are named and matched."""
+    parts = urlsplit(text.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or port == -1:
+        raise ValueError(f"{text!r} is not an origin like https://host[:port]")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{text!r} is not an origin like https://host[:port]: remove the path")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port or _DEFAULT_PORTS[scheme]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamSettings:
+    """Settings for one upstream (an origin) that win over the config's. ``None``: the config's."""
+
+    deadline: float | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    retries: int | None = None
+    max_response_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("deadline", "connect_timeout", "read_timeout"):
+            check_seconds(name, getattr(self, name))
+        _check_count("max_response_bytes", self.max_response_bytes)
+        _check_whole("retries", self.retries)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +229,81 @@ class PoolConfig:
         "Seconds to wait for each read from the upstream, when the caller gives no timeout.",
         _parse_float,
     )
+    worker_timeout: float | None = _setting(
+        None,
+        "gunicorn's worker timeout in seconds (0: none), which the derived deadline stays "
+        "below. None: as the gunicorn hooks report it.",
+        _parse_float,
+    )
+    deadline: float | None = _setting(
+        None,
+        f"Seconds a whole call may take: waiting for a pooled connection, connecting, "
+        f"retries and their backoff, redirects and reading the body. None: "
+        f"{DEFAULT_DEADLINE:g}, or 3/4 of the worker timeout when that is less.",
+        _parse_float,
+    )
+    idle_timeout: float = _setting(
+        4.0,
+        "Seconds a pooled connection may sit idle before it is closed rather than reused: "
+        "below the keep-alive timeout of common servers (5 s in Node.js, Apache, uvicorn).",
+        _parse_float,
+    )
+    retries: int = _setting(
+        2,
+        "Retries after a connect failure (nothing was sent, any method) or a retry_statuses "
+        "response (idempotent methods, or an Idempotency-Key header, only). 0: none.",
+        _parse_int,
+    )
+    retry_statuses: frozenset[int] = _setting(
+        frozenset({429, 503}),
+        "Response statuses that are retried (environment: '429,503').",
+        _parse_statuses,
+    )
+    backoff_factor: float = _setting(
+        0.1,
+        "Seconds before the first retry, doubling with each retry up to backoff_max, with "
+        "jitter. A Retry-After header wins; one that ends past the deadline stops retrying.",
+        _parse_float,
+    )
+    backoff_max: float = _setting(2.0, "Longest backoff between retries, seconds.", _parse_float)
+    retry_budget: float = _setting(
+        0.2,
+        "Retries to one upstream may add at most this fraction to its requests of the last "
+        "10 s (per worker), plus retry_budget_min_per_second: a failing upstream gets no "
+        "retry storm.",
+        _parse_float,
+    )
+    retry_budget_min_per_second: float = _setting(
+        10.0,
+        "Retries per second always allowed to each upstream, so one with little traffic can "
+        "still be retried.",
+        _parse_float,
+    )
+    max_response_bytes: int | None = _setting(
+        64 * MIB,
+        "Largest response body, counted after decompression (a gzip bomb stops early), "
+        "redirect bodies included; larger raises ResponseTooLarge. None: no limit.",
+        _parse_optional_int,
+    )
+    deadline_headers: tuple[str, ...] = _setting(
+        (DEADLINE_HEADER, "X-Envoy-Expected-Rq-Timeout-Ms"),
+        "Incoming request headers carrying the caller's remaining budget in milliseconds "
+        "(the first valid one counts); outbound calls never outlive it. A budget only ever "
+        "shortens the deadline. Empty: ignore them.",
+        _parse_names,
+    )
+    propagate_deadline: bool = _setting(
+        False,
+        f"Send each upstream the call's remaining budget in milliseconds as {DEADLINE_HEADER}.",
+        _parse_bool,
+    )
+    upstreams: Mapping[str, UpstreamSettings] = _setting(
+        {},
+        "Per-upstream settings that win over these: deadline, connect_timeout, read_timeout, "
+        "retries, max_response_bytes, by origin (environment: JSON, "
+        '\'{"https://search.internal": {"deadline": 2.5}}\').',
+        _parse_upstreams,
+    )
     trust_env: bool = _setting(
         False,
         "Read HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY from the process environment, "
@@ -186,13 +333,37 @@ class PoolConfig:
             object.__setattr__(self, "worker_class", kind)
         for name in ("threads", "worker_connections", "pool_maxsize", "pool_connections"):
             _check_count(name, getattr(self, name))
-        for name in ("pool_timeout", "connect_timeout", "read_timeout"):
-            _check_seconds(name, getattr(self, name))
-        for name in ("pool_block", "trust_env"):
+        _check_count("max_response_bytes", self.max_response_bytes)
+        _check_whole("retries", self.retries)
+        for name in ("pool_timeout", "connect_timeout", "read_timeout", "deadline", "idle_timeout"):
+            check_seconds(name, getattr(self, name))
+        for name in ("backoff_factor", "backoff_max", "retry_budget_min_per_second"):
+            check_seconds(name, getattr(self, name), zero=True)
+        if self.worker_timeout is not None:
+            check_seconds("worker_timeout", self.worker_timeout, zero=True)
+        if not _is_number(self.retry_budget) or not 0 <= self.retry_budget <= 1:
+            raise ConfigError(
+                f"retry_budget: expected a fraction from 0 to 1, got {self.retry_budget!r}"
+            )
+        for name in ("pool_block", "trust_env", "propagate_deadline"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ConfigError(f"{name}: expected True or False, got {value!r}")
+        object.__setattr__(self, "retry_statuses", _check_statuses(self.retry_statuses))
+        object.__setattr__(self, "deadline_headers", _check_headers(self.deadline_headers))
+        object.__setattr__(self, "upstreams", MappingProxyType(_check_upstreams(self.upstreams)))
         object.__setattr__(self, "proxies", MappingProxyType(_check_proxies(self.proxies)))
+
+    def for_upstream(self, origin: str) -> UpstreamSettings:
+        """The effective settings for ``origin`` (``scheme://host:port``): its overrides, else these."""
+        override = self.upstreams.get(origin) or UpstreamSettings()
+        return UpstreamSettings(
+            deadline=override.deadline,
+            connect_timeout=_first(override.connect_timeout, self.connect_timeout),
+            read_timeout=_first(override.read_timeout, self.read_timeout),
+            retries=_first(override.retries, self.retries),
+            max_response_bytes=_first(override.max_response_bytes, self.max_response_bytes),
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PoolConfig:
@@ -232,11 +403,18 @@ class PoolConfig:
         return with_server_defaults(base, server_concurrency(cfg))
 
 
+def _first(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
 class GunicornConfig(Protocol):
     """What wsgi_pool reads from ``gunicorn.config.Config`` (``server.cfg``, ``worker.cfg``)."""
 
     @property
     def worker_class_str(self) -> str: ...
+
+    @property
+    def timeout(self) -> int: ...
 
     @property
     def threads(self) -> int: ...
@@ -259,6 +437,7 @@ def server_concurrency(cfg: GunicornConfig) -> PoolConfig:
         worker_class=kind,
         threads=cfg.threads if kind is not None else None,
         worker_connections=cfg.worker_connections if kind is not None else None,
+        worker_timeout=float(cfg.timeout),
     )
 
 
@@ -276,7 +455,7 @@ def with_server_defaults(config: PoolConfig, server: PoolConfig | None) -> PoolC
         return config
     changes = {
         name: getattr(server, name)
-        for name in ("worker_class", "threads", "worker_connections")
+        for name in ("worker_class", "threads", "worker_connections", "worker_timeout")
         if getattr(config, name) is None and getattr(server, name) is not None
     }
     return dataclasses.replace(config, **changes) if changes else config
@@ -289,16 +468,71 @@ def _check_count(name: str, value: object) -> None:
         raise ConfigError(f"{name}: expected a whole number >= 1, got {value!r}")
 
 
-def _check_seconds(name: str, value: object) -> None:
+def _check_whole(name: str, value: object) -> None:
     if value is None:
         return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"{name}: expected a finite number of seconds > 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name}: expected a whole number >= 0, got {value!r}")
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False) -> None:
+    if value is None:
+        return
+    if not _is_number(value) or value < 0 or (value == 0 and not zero):  # type: ignore[operator]
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigError(f"{name}: expected a finite number of seconds {bound}, got {value!r}")
+
+
+def _check_statuses(statuses: object) -> frozenset[int]:
+    if isinstance(statuses, str | bytes) or not isinstance(statuses, Iterable):
+        raise ConfigError(f"retry_statuses: expected status codes, got {statuses!r}")
+    found = frozenset(statuses)
+    for status in found:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ConfigError(f"retry_statuses: {status!r} is not an HTTP status code")
+    return found
+
+
+def _check_headers(names: object) -> tuple[str, ...]:
+    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+        raise ConfigError(f"deadline_headers: expected header names, got {names!r}")
+    found = tuple(names)
+    for name in found:
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ConfigError(f"deadline_headers: {name!r} is not a header name")
+    return found
+
+
+def _upstream_settings(origin: str, settings: object) -> UpstreamSettings:
+    if isinstance(settings, UpstreamSettings):
+        return settings
+    if not isinstance(settings, Mapping):
+        raise ConfigError(
+            f"upstreams[{origin!r}]: expected UpstreamSettings or a mapping, got {settings!r}"
+        )
+    try:
+        return UpstreamSettings(**settings)
+    except (TypeError, ConfigError) as exc:
+        raise ConfigError(f"upstreams[{origin!r}]: {exc}") from None
+
+
+def _check_upstreams(upstreams: object) -> dict[str, UpstreamSettings]:
+    if not isinstance(upstreams, Mapping):
+        raise ConfigError(f"upstreams: expected a mapping of origin to settings, got {upstreams!r}")
+    checked: dict[str, UpstreamSettings] = {}
+    for origin, settings in upstreams.items():
+        try:
+            key = normalize_origin(origin) if isinstance(origin, str) else None
+        except ValueError as exc:
+            raise ConfigError(f"upstreams: {exc}") from None
+        if key is None:
+            raise ConfigError(f"upstreams: {origin!r} is not an origin like https://host[:port]")
+        checked[key] = _upstream_settings(origin, settings)
+    return checked
 
 
 def _check_proxies(proxies: object) -> dict[str, str]:
@@ -323,14 +557,23 @@ class PoolSizing:
     pool_connections: int
     pool_block: bool
     pool_timeout: float
+    deadline: float
     reasons: Mapping[str, str]
     """Why each setting has its value, by setting name."""
+    warnings: tuple[str, ...] = ()
+    """Settings that work against each other, each explained in one sentence."""
 
     def describe(self) -> str:
         """One line: every setting, its value and why."""
         return "; ".join(
             f"{name}={getattr(self, name)!r} ({self.reasons[name]})"
-            for name in ("pool_maxsize", "pool_connections", "pool_block", "pool_timeout")
+            for name in (
+                "pool_maxsize",
+                "pool_connections",
+                "pool_block",
+                "pool_timeout",
+                "deadline",
+            )
         )
 
 
@@ -360,20 +603,53 @@ def size_pools(config: PoolConfig) -> PoolSizing:
         if config.pool_timeout is not None
         else (DEFAULT_POOL_TIMEOUT, "default: a bounded wait for a free connection")
     )
+    deadline, why_deadline = _deadline(config)
     return PoolSizing(
         pool_maxsize=maxsize,
         pool_connections=connections,
         pool_block=block,
         pool_timeout=float(timeout),
+        deadline=float(deadline),
         reasons=MappingProxyType(
             {
                 "pool_maxsize": why_size,
                 "pool_connections": why_connections,
                 "pool_block": why_block,
                 "pool_timeout": why_timeout,
+                "deadline": why_deadline,
             }
         ),
+        warnings=_conflicts(config, deadline),
     )
+
+
+def _deadline(config: PoolConfig) -> tuple[float, str]:
+    if config.deadline is not None:
+        return config.deadline, "set explicitly"
+    worker_timeout = config.worker_timeout
+    if worker_timeout:
+        share = worker_timeout * DEADLINE_SHARE_OF_WORKER_TIMEOUT
+        if share < DEFAULT_DEADLINE:
+            return share, f"3/4 of the worker timeout of {worker_timeout:g} s"
+        return DEFAULT_DEADLINE, f"default, below the worker timeout of {worker_timeout:g} s"
+    return DEFAULT_DEADLINE, "default"
+
+
+def _conflicts(config: PoolConfig, deadline: float) -> tuple[str, ...]:
+    found = []
+    timeout = config.worker_timeout
+    if timeout and deadline >= timeout:
+        found.append(
+            f"deadline={deadline:g} s is not below the worker timeout of {timeout:g} s: a sync "
+            f"worker is killed before a slow call ends, and its client gets no clean error"
+        )
+    found.extend(
+        f"upstreams[{origin!r}].deadline={settings.deadline:g} s is not below the worker "
+        f"timeout of {timeout:g} s"
+        for origin, settings in config.upstreams.items()
+        if timeout and settings.deadline is not None and settings.deadline >= timeout
+    )
+    return tuple(found)
 
 
 def _maxsize_for_server(config: PoolConfig) -> tuple[int, str]:  # noqa: PLR0911  (one return per row of the sizing table)

@@ -16,6 +16,7 @@ server closes the response, connections the handler left checked out (an unread
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
@@ -42,7 +43,8 @@ class PoolMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         self._pools = pools = _process.current(self._pools, self.config)
-        client = environ[ENVIRON_KEY] = Client(self.config, pools=pools)
+        budget = incoming_budget(environ, pools.config.deadline_headers)
+        client = environ[ENVIRON_KEY] = Client(self.config, pools=pools, not_after=budget)
         try:
             body = self.app(environ, start_response)
         except BaseException:
@@ -78,6 +80,27 @@ class _ReleasingBody:
                 close()
         finally:
             self._client.close()
+
+
+MAX_BUDGET_MS: Final = 3_600_000
+"""An incoming budget above an hour is ignored (as a malformed one is): it cannot shorten anything."""
+
+
+def incoming_budget(environ: WSGIEnvironment, headers: tuple[str, ...]) -> float | None:
+    """When the incoming request's budget ends (``time.monotonic()``), from the first valid header.
+
+    A budget is whole milliseconds, 1 to one hour, as Envoy's
+    ``x-envoy-expected-rq-timeout-ms``. Anything else is ignored: a budget only ever
+    shortens the deadline of outbound calls, so a caller cannot lengthen them.
+    """
+    for name in headers:
+        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        if len(text) <= 8 and text.isascii() and text.isdigit() and 0 < int(text) <= MAX_BUDGET_MS:
+            return time.monotonic() + int(text) / 1000
+    return None
 
 
 def client_from(environ: WSGIEnvironment) -> Client:

@@ -1,9 +1,14 @@
 """One process's pools: urllib3 pools behind a requests adapter, shared by every client.
 
-requests' ``HTTPAdapter`` with ``pool_block=True`` never passes a pool timeout, so a
-caller waits forever for a free connection, and a forced timeout surfaces as urllib3's
-``EmptyPoolError``. Here the pools substitute the configured wait, and the adapter turns
-the error into :class:`PoolTimeout`, a ``requests.Timeout`` that names the upstream.
+What requests leaves out is added here, each at the level where it can be done right:
+
+- **the pools** (urllib3): a bounded wait for a free connection (requests never passes a
+  pool timeout), capped by the call's deadline; client-side idle expiry; one transparent
+  replay of a request that failed on a *reused* connection, when replaying is safe; each
+  connection paired with the deadline of the call it carries, for the watchdog.
+- **the adapter** (requests): per-attempt timeouts capped by the deadline; retries with
+  backoff, jitter and ``Retry-After``, within a per-upstream retry budget; every failure
+  turned into a wsgi_pool error naming the upstream; a cap on the decoded response body.
 """
 
 from __future__ import annotations
@@ -11,76 +16,261 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import random
+import threading
+import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import EmptyPoolError
-from urllib3.util import Timeout, parse_url
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import EmptyPoolError, InvalidHeader
+from urllib3.util import Retry, Timeout, parse_url
 
-from ._config import PoolConfig, PoolSizing, size_pools
-from ._errors import WsgiPoolError
+from . import _deadline
+from ._config import DEADLINE_HEADER, PoolConfig, UpstreamSettings, normalize_origin, size_pools
+from ._deadline import Deadline, Watchdog
+from ._failures import (
+    DeadlineExceeded,
+    PoolTimeout,
+    ResponseTooLarge,
+    UpstreamConnectTimeout,
+    UpstreamUnreachable,
+    pool_closed,
+    translate,
+)
 
 if TYPE_CHECKING:
-    from urllib3._base_connection import BaseHTTPConnection
+    from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
+    from urllib3.response import BaseHTTPResponse
 
 logger = logging.getLogger("wsgi_pool")
 
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""Methods that may be sent twice (RFC 9110, 9.2.2); others need an ``Idempotency-Key`` header."""
 
-class PoolTimeout(WsgiPoolError, requests.exceptions.Timeout):
-    """No pooled connection to an upstream became free within ``pool_timeout``."""
+RETRY_BUDGET_WINDOW: Final = 10
+"""Seconds of traffic a retry budget looks back on."""
 
-    def __init__(
-        self, upstream: str, pool_maxsize: int, waited: float, request: Any = None
-    ) -> None:
-        self.upstream = upstream
-        self.pool_maxsize = pool_maxsize
-        self.waited = waited
-        super().__init__(
-            f"no free connection to {upstream} after waiting {waited:g} s: all "
-            f"pool_maxsize={pool_maxsize} connections are in use (raise pool_maxsize or "
-            f"pool_timeout, or close streamed responses)",
-            request=request,
-        )
+_POOL_CLOSED_RETRIES: Final = 3
+_STALE: Final = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def replay_safe(method: str, headers: Mapping[str, Any] | None) -> bool:
+    """Whether a request may be sent again: an idempotent method, or an ``Idempotency-Key``."""
+    if method.upper() in IDEMPOTENT_METHODS:
+        return True
+    return any(name.lower() == "idempotency-key" for name in headers or ())
+
+
+# -- connections and pools (urllib3) ----------------------------------------------------------
+
+
+class _Connection(HTTPConnection):
+    wp_deadline: Deadline | None = None
+    wp_idle_since: float = 0.0
+
+
+class _HTTPSConnection(HTTPSConnection):
+    wp_deadline: Deadline | None = None
+    wp_idle_since: float = 0.0
+
+
+class PoolCounts:
+    """What happened to one upstream's connections beyond urllib3's own counts.
+
+    Mutable state: every attribute, changed only under ``lock``.
+    """
+
+    __slots__ = ("deadline_cuts", "evicted_in_use", "idle_expired", "lock", "replayed")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.replayed = 0
+        self.idle_expired = 0
+        self.deadline_cuts = 0
+        self.evicted_in_use = 0
+
+    def add(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
 
 
 class _HTTPPool(HTTPConnectionPool):
-    pool_wait: float | None = None
+    """urllib3's pool, with the wait, idle expiry, stale replay and deadline pairing above."""
+
+    ConnectionCls: type[BaseHTTPConnection] | type[BaseHTTPSConnection] = _Connection
+    pool_wait: float = 0.0
+    idle_timeout: float = 0.0
+    watchdog: Watchdog | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counts = PoolCounts()
 
     def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
-        return super()._get_conn(self.pool_wait if timeout is None else timeout)
+        wait = self.pool_wait if timeout is None else timeout
+        deadline = _deadline.current()
+        if deadline is not None and deadline.remaining() < wait:
+            wait = max(deadline.remaining(), 0.0)
+            try:
+                conn = super()._get_conn(wait)
+            except EmptyPoolError as exc:
+                raise _DeadlineWhileWaiting(self, str(exc)) from None
+        else:
+            conn = super()._get_conn(wait)
+        if (
+            conn.sock is not None  # type: ignore[attr-defined]
+            and time.monotonic() - conn.wp_idle_since > self.idle_timeout  # type: ignore[attr-defined]
+        ):
+            conn.close()  # idle too long: the server may be closing it right now
+            self.counts.add("idle_expired")
+        return conn
+
+    def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
+        if conn is not None:
+            if self.watchdog is not None:
+                self.watchdog.disarm(conn)  # type: ignore[arg-type]
+            conn.wp_idle_since = time.monotonic()  # type: ignore[attr-defined]
+        super()._put_conn(conn)
+
+    def _make_request(
+        self,
+        conn: BaseHTTPConnection,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> BaseHTTPResponse:
+        deadline = _deadline.current()
+        if deadline is not None and self.watchdog is not None:
+            self.watchdog.arm(deadline, conn)  # type: ignore[arg-type]
+        reused = conn.sock is not None  # type: ignore[attr-defined]
+        try:
+            return super()._make_request(conn, method, url, body, headers, *args, **kwargs)
+        except _STALE:
+            # A reused connection the server closed as we sent (a keep-alive race): replay
+            # once on a new connection, if sending the request twice is safe.
+            if not reused or not replay_safe(method, headers) or not _resendable(body):
+                raise
+            if deadline is not None and deadline.passed():
+                raise
+            conn.close()
+            self.counts.add("replayed")
+            logger.debug(
+                "replaying %s %s on a new connection: the reused one was closed", method, url
+            )
+            return super()._make_request(conn, method, url, body, headers, *args, **kwargs)
 
 
-class _HTTPSPool(HTTPSConnectionPool):
-    pool_wait: float | None = None
-
-    def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
-        return super()._get_conn(self.pool_wait if timeout is None else timeout)
+class _HTTPSPool(_HTTPPool, HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
-def _pool_classes(wait: float) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes whose callers wait at most ``wait`` seconds for a connection."""
+class _DeadlineWhileWaiting(EmptyPoolError):
+    """The deadline, not ``pool_timeout``, ended the wait for a free connection."""
+
+
+def _resendable(body: Any) -> bool:
+    return body is None or isinstance(body, bytes | str)
+
+
+def _pool_classes(
+    wait: float, idle_timeout: float, watchdog: Watchdog
+) -> dict[str, type[HTTPConnectionPool]]:
+    """urllib3 pool classes bound to one process's settings and watchdog."""
+    settings = {"pool_wait": wait, "idle_timeout": idle_timeout, "watchdog": watchdog}
     return {
-        "http": type("HTTPConnectionPool", (_HTTPPool,), {"pool_wait": wait}),
-        "https": type("HTTPSConnectionPool", (_HTTPSPool,), {"pool_wait": wait}),
+        "http": type("HTTPConnectionPool", (_HTTPPool,), settings),
+        "https": type("HTTPSConnectionPool", (_HTTPSPool,), settings),
     }
 
 
-class SharedAdapter(HTTPAdapter):
-    """The one requests adapter of a worker: its pools, default timeouts and bounded wait."""
+# -- retry budget -------------------------------------------------------------------------------
 
-    def __init__(self, sizing: PoolSizing, timeout: Timeout) -> None:
-        self.sizing = sizing
-        self.default_timeout = timeout
-        self._pool_classes = _pool_classes(sizing.pool_timeout)
+
+class RetryBudget:
+    """Retries one upstream may get: a share of its recent requests, plus a floor per second.
+
+    As in Finagle and Envoy: with an upstream failing every call, retries add at most
+    ``ratio`` to the traffic it sees, instead of multiplying it by ``retries + 1``.
+
+    Mutable state: ``_slots`` (per second of the window: ``[second, requests, retries]``),
+    changed only under ``_lock``.
+    """
+
+    __slots__ = ("_lock", "_slots", "floor", "ratio")
+
+    def __init__(self, ratio: float, per_second: float) -> None:
+        self.ratio = ratio
+        self.floor = per_second * RETRY_BUDGET_WINDOW
+        self._lock = threading.Lock()
+        self._slots = [[-1, 0, 0] for _ in range(RETRY_BUDGET_WINDOW)]
+
+    def _slot(self, now: int) -> list[int]:
+        slot = self._slots[now % RETRY_BUDGET_WINDOW]
+        if slot[0] != now:
+            slot[:] = [now, 0, 0]
+        return slot
+
+    def record_request(self) -> None:
+        with self._lock:
+            self._slot(int(time.monotonic()))[1] += 1
+
+    def try_retry(self) -> bool:
+        """Take one retry from the budget; False when it is spent."""
+        with self._lock:
+            now = int(time.monotonic())
+            live = [slot for slot in self._slots if slot[0] > now - RETRY_BUDGET_WINDOW]
+            requests_seen = sum(slot[1] for slot in live)
+            retries_made = sum(slot[2] for slot in live)
+            if retries_made + 1 > self.floor + self.ratio * requests_seen:
+                return False
+            self._slot(now)[2] += 1
+            return True
+
+
+class UpstreamCounts:
+    """Per upstream: retries made and retries the budget refused. Changed under ``lock``."""
+
+    __slots__ = ("budget", "budget_denied", "lock", "retries")
+
+    def __init__(self, budget: RetryBudget) -> None:
+        self.budget = budget
+        self.lock = threading.Lock()
+        self.retries = 0
+        self.budget_denied = 0
+
+    def add(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+# -- the adapter (requests) -----------------------------------------------------------------------
+
+
+class SharedAdapter(HTTPAdapter):
+    """The one requests adapter of a worker: its pools, deadlines, retries and limits."""
+
+    def __init__(self, config: PoolConfig, watchdog: Watchdog) -> None:
+        self.pool_config = config
+        self.sizing = size_pools(config)
+        self._pool_classes = _pool_classes(self.sizing.pool_timeout, config.idle_timeout, watchdog)
+        # Per upstream (origin): effective settings and counts, created on first use. A dict
+        # assignment is atomic; two threads racing on a new upstream build equal values.
+        self._settings: dict[str, UpstreamSettings] = {}
+        self._counts: dict[str, UpstreamCounts] = {}
+        self._counts_lock = threading.Lock()
         super().__init__(
-            pool_connections=sizing.pool_connections,
-            pool_maxsize=sizing.pool_maxsize,
-            pool_block=sizing.pool_block,
+            pool_connections=self.sizing.pool_connections,
+            pool_maxsize=self.sizing.pool_maxsize,
+            pool_block=self.sizing.pool_block,
             max_retries=0,
         )
 
@@ -97,6 +287,42 @@ class SharedAdapter(HTTPAdapter):
             manager.pool_classes_by_scheme = self._pool_classes
         return manager
 
+    def close(self) -> None:
+        """Close every pool's idle connections, then forget the pools.
+
+        urllib3 2 closes a pool it drops only when the pool is garbage-collected; a response
+        still referenced would keep its pool's idle connections open past worker exit.
+        """
+        for manager in [self.poolmanager, *self.proxy_manager.values()]:
+            for pool in live_pools(manager):
+                pool.close()
+        super().close()
+
+    def settings_for(self, origin: str) -> UpstreamSettings:
+        """The settings that apply to calls to ``origin`` (``scheme://host:port``)."""
+        found = self._settings.get(origin)
+        if found is None:
+            found = self._settings[origin] = self.pool_config.for_upstream(origin)
+        return found
+
+    def deadline_for(self, origin: str) -> float:
+        return self.settings_for(origin).deadline or self.sizing.deadline
+
+    def counts_for(self, origin: str) -> UpstreamCounts:
+        found = self._counts.get(origin)
+        if found is None:
+            with self._counts_lock:
+                found = self._counts.setdefault(
+                    origin,
+                    UpstreamCounts(
+                        RetryBudget(
+                            self.pool_config.retry_budget,
+                            self.pool_config.retry_budget_min_per_second,
+                        )
+                    ),
+                )
+        return found
+
     def send(  # noqa: PLR0917  (requests' HTTPAdapter.send signature)
         self,
         request: requests.PreparedRequest,
@@ -106,67 +332,290 @@ class SharedAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        # requests accepts a urllib3 Timeout here, though its annotation does not say so.
-        chosen: Any = self.default_timeout if timeout is None else timeout
+        origin = origin_of(request.url or "")
+        deadline = _deadline.current()
+        token = None
+        if deadline is None:  # used without a Client's request(): the call is this send
+            deadline = Deadline(self.deadline_for(origin))
+            token = _deadline.bind(deadline)
         try:
-            return super().send(
-                request,
-                stream=stream,
-                timeout=chosen,
-                verify=verify,
-                cert=cert,
-                proxies=proxies,
-            )
-        except EmptyPoolError as exc:
-            raise PoolTimeout(
-                upstream=_origin(request.url or ""),
-                pool_maxsize=self.sizing.pool_maxsize,
-                waited=self.sizing.pool_timeout,
-                request=request,
+            call = _Call(self, request, origin, deadline, timeout)
+            return call.run(stream=stream, verify=verify, cert=cert, proxies=proxies)
+        finally:
+            if token is not None:
+                _deadline.unbind(token)
+
+    def attempt(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        """One try through requests' adapter and urllib3, no retries."""
+        return super().send(request, **kwargs)
+
+
+class _Call:
+    """One call through the adapter: its attempts, retries and errors."""
+
+    def __init__(
+        self,
+        adapter: SharedAdapter,
+        request: requests.PreparedRequest,
+        origin: str,
+        deadline: Deadline,
+        timeout: Any,
+    ) -> None:
+        self.adapter = adapter
+        self.request = request
+        self.origin = origin
+        self.deadline = deadline
+        self.settings = adapter.settings_for(origin)
+        self.connect, self.read = _per_op(timeout, self.settings)
+        self.counts = adapter.counts_for(origin)
+        self.retries_left = self.settings.retries or 0
+        self.retried = 0
+
+    def run(self, **kwargs: Any) -> requests.Response:
+        config = self.adapter.pool_config
+        self.counts.budget.record_request()
+        closed_pool_retries = 0
+        while True:
+            remaining = self.deadline.remaining()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    self.origin,
+                    self.deadline.seconds,
+                    "retrying" if self.retried else "starting",
+                    request=self.request,
+                )
+            if config.propagate_deadline:
+                self.request.headers[DEADLINE_HEADER] = str(max(int(remaining * 1000), 1))
+            capped = remaining < self.connect or remaining < self.read
+            timeout = Timeout(connect=min(self.connect, remaining), read=min(self.read, remaining))
+            try:
+                response = self.adapter.attempt(self.request, timeout=timeout, **kwargs)
+            except _DeadlineWhileWaiting:
+                raise DeadlineExceeded(
+                    self.origin,
+                    self.deadline.seconds,
+                    "waiting for a free connection",
+                    request=self.request,
+                ) from None
+            except EmptyPoolError as exc:
+                raise PoolTimeout(
+                    upstream=self.origin,
+                    pool_maxsize=self.adapter.sizing.pool_maxsize,
+                    waited=self.adapter.sizing.pool_timeout,
+                    request=self.request,
+                ) from exc
+            except requests.exceptions.RequestException as exc:
+                if pool_closed(exc) and closed_pool_retries < _POOL_CLOSED_RETRIES:
+                    # Another thread evicted this upstream's pool (LRU) as we took it;
+                    # nothing was sent, and the pool manager makes a new one.
+                    closed_pool_retries += 1
+                    continue
+                connecting = isinstance(exc, requests.exceptions.ConnectTimeout)
+                error = translate(
+                    exc,
+                    upstream=self.origin,
+                    deadline=self.deadline,
+                    where="connecting" if connecting else "waiting for the response",
+                    timeout_was_deadline=capped,
+                )
+                if isinstance(
+                    error, UpstreamUnreachable | UpstreamConnectTimeout
+                ) and self._may_retry(self._backoff(), f"{type(error).__name__}"):
+                    continue  # nothing was sent: any method may be retried
+                raise error from exc
+            if self._should_retry(response):
+                continue
+            return self._checked(response, kwargs.get("stream", False))
+
+    def _should_retry(self, response: requests.Response) -> bool:
+        request = self.request
+        if response.status_code not in self.adapter.pool_config.retry_statuses or not replay_safe(
+            request.method or "GET", request.headers
+        ):
+            return False
+        if request.body is not None and not _resendable(request.body):
+            return False
+        delay = _retry_after(response)
+        if delay is None:
+            delay = self._backoff()
+        if not self._may_retry(delay, f"status {response.status_code}"):
+            return False
+        response.close()
+        return True
+
+    def _may_retry(self, delay: float, why: str) -> bool:
+        """Whether a retry after ``delay`` seconds fits the count, the deadline and the budget; sleeps if so."""
+        if self.retries_left <= 0 or delay >= self.deadline.remaining():
+            return False
+        if not self.counts.budget.try_retry():
+            self.counts.add("budget_denied")
+            return False
+        self.retries_left -= 1
+        self.retried += 1
+        self.counts.add("retries")
+        logger.debug(
+            "retrying %s %s after %s in %.3f s", self.request.method, self.origin, why, delay
+        )
+        if delay > 0:
+            time.sleep(delay)
+        return True
+
+    def _backoff(self) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        config = self.adapter.pool_config
+        ceiling = min(config.backoff_max, config.backoff_factor * 2.0**self.retried)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  (jitter, not security)
+
+    def _checked(self, response: requests.Response, stream: bool) -> requests.Response:
+        limit = self.settings.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if (
+            limit is not None
+            and declared.isdigit()
+            and int(declared) > limit
+            and "Content-Encoding" not in response.headers
+            and self.request.method != "HEAD"
+        ):
+            response.close()
+            raise ResponseTooLarge(self.origin, limit, 0, request=self.request, response=response)
+        response.__class__ = _Response
+        response.wp_guard = _Guard(self.origin, self.deadline, limit)  # type: ignore[attr-defined]
+        return response
+
+
+_RETRY_AFTER: Final = Retry(respect_retry_after_header=True)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds the upstream asks us to wait (``Retry-After``: seconds or a date); None if it does not say."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(_RETRY_AFTER.parse_retry_after(value), 0.0)
+    except InvalidHeader:
+        return None
+
+
+def _per_op(timeout: Any, settings: UpstreamSettings) -> tuple[float, float]:
+    """Connect and read timeouts from the caller's ``timeout`` (as requests takes it), else the settings."""
+    connect: Any = settings.connect_timeout
+    read: Any = settings.read_timeout
+    if isinstance(timeout, Timeout):
+        connect, read = timeout.connect_timeout, timeout.read_timeout
+    elif isinstance(timeout, tuple):
+        connect, read = timeout
+    elif timeout is not None:
+        connect = read = timeout
+    never = float("inf")
+    return (
+        float(connect) if isinstance(connect, int | float) else never,
+        float(read) if isinstance(read, int | float) else never,
+    )
+
+
+# -- the response body ---------------------------------------------------------------------------
+
+
+class _Guard:
+    __slots__ = ("deadline", "limit", "upstream")
+
+    def __init__(self, upstream: str, deadline: Deadline, limit: int | None) -> None:
+        self.upstream = upstream
+        self.deadline = deadline
+        self.limit = limit
+
+
+class _Response(requests.Response):
+    """A response whose body is capped at ``max_response_bytes`` and whose errors name the upstream."""
+
+    wp_guard: _Guard | None = None
+
+    def iter_content(self, chunk_size: int | None = 1, decode_unicode: Any = False) -> Any:
+        chunks = super().iter_content(chunk_size, decode_unicode)
+        guard = self.wp_guard
+        return chunks if guard is None else self._guarded(chunks, guard)
+
+    def _guarded(self, chunks: Iterator[Any], guard: _Guard) -> Iterator[Any]:
+        received = 0
+        try:
+            for chunk in chunks:
+                received += len(chunk)
+                if guard.limit is not None and received > guard.limit:
+                    raise ResponseTooLarge(
+                        guard.upstream, guard.limit, received, request=self.request, response=self
+                    )
+                yield chunk
+        except ResponseTooLarge:
+            self.close()
+            raise
+        except requests.exceptions.RequestException as exc:
+            self.close()
+            raise translate(
+                exc, upstream=guard.upstream, deadline=guard.deadline, where="reading the body"
             ) from exc
 
 
-def _origin(url: str) -> str:
+def live_pools(manager: Any) -> list[HTTPConnectionPool]:
+    """The pools a urllib3 pool manager holds now; one evicted meanwhile is skipped."""
+    return list(filter(None, [manager.pools.get(key) for key in manager.pools.keys()]))  # noqa: SIM118  (urllib3's container refuses iteration)
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of ``url``, default ports filled in: how upstreams are named."""
     parts = parse_url(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    try:
+        return normalize_origin(f"{parts.scheme}://{parts.netloc}")
+    except ValueError:
+        return f"{parts.scheme}://{parts.netloc}"
 
 
 class WorkerPools:
     """The pools of one process, built after fork; every client of the process shares them.
 
-    Immutable after construction except for the urllib3 pools inside ``adapter``, which
-    are thread-safe. ``pid`` is the process that built them: no other process may use them.
+    Immutable after construction except for the urllib3 pools inside ``adapter`` and the
+    counters, which are thread-safe. ``pid`` is the process that built them: no other
+    process may use them.
     """
 
     def __init__(self, config: PoolConfig, pid: int | None = None) -> None:
         self.pid = os.getpid() if pid is None else pid
         self.config = config
-        self.sizing = size_pools(config)
+        self.watchdog = Watchdog()
+        self.adapter = SharedAdapter(config, self.watchdog)
+        self.sizing = self.adapter.sizing
         self.proxies, self.no_proxy = _proxy_settings(config)
-        self.adapter = SharedAdapter(
-            self.sizing, Timeout(connect=config.connect_timeout, read=config.read_timeout)
-        )
 
     def bypasses_proxy(self, host: str | None) -> bool:
         """Whether ``host`` matches the NO_PROXY list read at start (``trust_env``)."""
         return bool(host) and any(_matches(entry, host or "") for entry in self.no_proxy)
 
+    def deadline_for(self, url: str) -> float:
+        """The deadline, in seconds, of a call to ``url`` (its upstream's setting, else the config's)."""
+        return self.adapter.deadline_for(origin_of(url))
+
     def close(self) -> None:
-        """Close every idle pooled connection; connections in use are closed when returned."""
+        """Close every idle pooled connection and stop the watchdog; connections in use close when returned."""
         self.adapter.close()
+        self.watchdog.close()
 
     def upstreams(self) -> dict[str, dict[str, int]]:
-        """Per upstream: connections idle in the pool and opened so far."""
-        manager = self.adapter.poolmanager
+        """Per upstream: connections idle in the pool, opened so far, and what happened to them."""
         found: dict[str, dict[str, int]] = {}
-        # Read without the pools' locks: a snapshot for statistics. A pool evicted meanwhile is None.
-        for pool in filter(None, [manager.pools.get(key) for key in manager.pools.keys()]):  # noqa: SIM118  (urllib3's container refuses iteration)
+        for pool in live_pools(self.adapter.poolmanager):
             slots = list(pool.pool.queue) if pool.pool is not None else []
-            found[f"{pool.scheme}://{pool.host}:{pool.port}"] = {
+            origin = origin_of(f"{pool.scheme}://{pool.host}:{pool.port}")
+            counts: Any = getattr(pool, "counts", PoolCounts())
+            retries = self.adapter.counts_for(origin)
+            found[origin] = {
                 "idle": sum(1 for conn in slots if conn is not None),
                 "free_slots": len(slots),
                 "opened": pool.num_connections,
                 "requests": pool.num_requests,
+                "replayed": counts.replayed,
+                "idle_expired": counts.idle_expired,
+                "retries": retries.retries,
+                "retries_denied": retries.budget_denied,
             }
         return found
 

@@ -107,6 +107,8 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
                 pools = WorkerPools(effective, pid=process.pid)
                 process.by_config[effective] = pools
                 logger.info("pools for pid %d: %s", process.pid, pools.sizing.describe())
+                for warning in pools.sizing.warnings:
+                    logger.warning("pid %d: %s", process.pid, warning)
     return pools
 
 
