@@ -9,16 +9,24 @@ by default each worker keeps ``threads`` connections per upstream.
 
 import os
 
-# The hooks: validate settings in the master, record each worker's concurrency after fork,
-# build its pools once the app is loaded, close them when it exits.
-from wsgi_pool.gunicorn import on_starting, post_fork, post_worker_init, worker_exit
+# The hooks: validate settings in the master, record each worker's concurrency (and timeout)
+# after fork, build its pools once the app is loaded, log them if the worker is aborted,
+# close them when it exits.
+from wsgi_pool.gunicorn import (
+    on_starting,
+    post_fork,
+    post_worker_init,
+    worker_abort,
+    worker_exit,
+)
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-# A gthread worker never kills a thread stuck on an upstream: wsgi_pool's timeouts must
-# stay below this (connect 5 s + read 15 s by default).
+# A gthread worker never kills a thread stuck on an upstream, and a sync worker is killed
+# without a response: wsgi_pool's default deadline per call stays below this (20 s, or 3/4
+# of the timeout when that is less).
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))

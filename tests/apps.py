@@ -26,12 +26,28 @@ def view(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     path = environ.get("PATH_INFO")
     if path == "/slow":
         body = client_from(environ).get(f"{UPSTREAM_URL}/slow?delay=1").content
+    elif path == "/call":
+        status, body = call_and_map_errors(environ)
+        start_response(status, [("Content-Type", "text/plain")])
+        return [body]
     elif path == "/session-slow":
         body = shared_session.get(f"{UPSTREAM_URL}/slow?delay=1", timeout=10).content
     else:
         body = call_upstream(client_from(environ).get, tag)
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]
+
+
+def call_and_map_errors(environ: dict[str, Any]) -> tuple[str, bytes]:
+    """GET the ``url`` query parameter; an upstream timeout is a 504, another failure a 502."""
+    target = parse_qs(environ.get("QUERY_STRING", ""))["url"][0]
+    try:
+        response = client_from(environ).get(target)
+    except wsgi_pool.UpstreamTimeout as exc:
+        return "504 Gateway Timeout", f"{type(exc).__name__}: {exc}".encode()
+    except wsgi_pool.UpstreamError as exc:
+        return "502 Bad Gateway", f"{type(exc).__name__}: {exc}".encode()
+    return f"{response.status_code} Upstream", response.content
 
 
 app = PoolMiddleware(view)

@@ -31,6 +31,7 @@ from tests.faults import (
     open_descriptors,
     wait_until,
 )
+from tests.nginx import Nginx
 from wsgi_pool import (
     Client,
     DeadlineExceeded,
@@ -755,3 +756,18 @@ def tls_pair(tmp_path: Any) -> tuple[Any, str]:
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return context, str(path)
+
+
+def test_nginx_closing_idle_connections_after_one_second(harness: Harness) -> None:
+    """Against nginx with keepalive_timeout 1s, calls about 1 s apart: 60 of 60 succeed."""
+    with Nginx("1s") as nginx:
+        http = harness.client(retries=0)
+        statuses = []
+        for i in range(60):
+            statuses.append(http.get(f"{nginx.url}/{i}").status_code)
+            time.sleep(0.95 + (i % 5) * 0.025)  # 0.95 .. 1.05 s: on both sides of nginx's timer
+        counts = http.pools.upstreams()[nginx.url]
+        assert statuses == [200] * 60
+        assert counts["opened"] > 1  # nginx did close idle connections under us
+        print(f"nginx keepalive 1s: {counts}")
+        harness.assert_intact(http)

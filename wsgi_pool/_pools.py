@@ -86,14 +86,13 @@ class PoolCounts:
     Mutable state: every attribute, changed only under ``lock``.
     """
 
-    __slots__ = ("deadline_cuts", "evicted_in_use", "idle_expired", "lock", "replayed")
+    __slots__ = ("connected", "idle_expired", "lock", "replayed")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.connected = 0
         self.replayed = 0
         self.idle_expired = 0
-        self.deadline_cuts = 0
-        self.evicted_in_use = 0
 
     def add(self, name: str) -> None:
         with self.lock:
@@ -152,6 +151,8 @@ class _HTTPPool(HTTPConnectionPool):
         if deadline is not None and self.watchdog is not None:
             self.watchdog.arm(deadline, conn)  # type: ignore[arg-type]
         reused = conn.sock is not None  # type: ignore[attr-defined]
+        if not reused:
+            self.counts.add("connected")
         try:
             return super()._make_request(conn, method, url, body, headers, *args, **kwargs)
         except _STALE:
@@ -163,6 +164,7 @@ class _HTTPPool(HTTPConnectionPool):
                 raise
             conn.close()
             self.counts.add("replayed")
+            self.counts.add("connected")
             logger.debug(
                 "replaying %s %s on a new connection: the reused one was closed", method, url
             )
@@ -610,7 +612,7 @@ class WorkerPools:
             found[origin] = {
                 "idle": sum(1 for conn in slots if conn is not None),
                 "free_slots": len(slots),
-                "opened": pool.num_connections,
+                "opened": counts.connected,
                 "requests": pool.num_requests,
                 "replayed": counts.replayed,
                 "idle_expired": counts.idle_expired,

@@ -130,3 +130,9 @@ def close_process_pools() -> int:
     for pools in closing:
         pools.close()
     return len(closing)
+
+
+def built_here() -> list[WorkerPools]:
+    """The pools this process built, without building any."""
+    process = _by_pid.get(getpid())
+    return list(process.by_config.values()) if process is not None else []

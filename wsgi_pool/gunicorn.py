@@ -1,7 +1,9 @@
 """gunicorn server hooks: import them into any ``gunicorn.conf.py``.
 
     # gunicorn.conf.py
-    from wsgi_pool.gunicorn import on_starting, post_fork, post_worker_init, worker_exit  # noqa: F401
+    from wsgi_pool.gunicorn import (  # noqa: F401
+        on_starting, post_fork, post_worker_init, worker_abort, worker_exit,
+    )
 
 - ``on_starting`` (master): validates the ``WSGI_POOL_*`` settings, so a bad value stops
   gunicorn before any worker starts.
@@ -10,6 +12,10 @@
   the master were already set aside by the at-fork hook and the process-id check.)
 - ``post_worker_init`` (worker, after patching and app load): builds the worker's pools and
   logs the sizing decision once.
+- ``worker_abort`` (worker, on SIGABRT: gunicorn's timeout): logs what the worker's pools
+  were doing, which upstreams had calls in flight. It closes nothing: it runs as a signal
+  handler in the middle of the stuck call, and the process exits right after; the next
+  worker builds fresh pools.
 - ``worker_exit`` (the worker, and sometimes the master on its behalf): closes the pools of
   the worker's own process; does nothing in any other process.
 
@@ -19,13 +25,16 @@ already defines one of these hooks, call ours from yours.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from . import _process
 from ._config import PoolConfig, server_concurrency
 
-__all__ = ["on_starting", "post_fork", "post_worker_init", "worker_exit"]
+logger = logging.getLogger("wsgi_pool")
+
+__all__ = ["on_starting", "post_fork", "post_worker_init", "worker_abort", "worker_exit"]
 
 
 def on_starting(server: Any) -> None:
@@ -41,6 +50,12 @@ def post_fork(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """Worker, after the app loaded and gevent patched: build the pools, log the sizing."""
     _process.worker_pools()
+
+
+def worker_abort(worker: Any) -> None:
+    """Worker, on SIGABRT (a timeout): log the pools' state; the process exits next."""
+    for pools in _process.built_here():
+        logger.warning("worker %d aborted (timeout?) with %r", pools.pid, pools)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
