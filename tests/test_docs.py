@@ -42,6 +42,7 @@ def check_gunicorn_conf(namespace: dict[str, Any], upstream: Upstream) -> None:
         "on_starting",
         "post_fork",
         "post_worker_init",
+        "worker_abort",
         "worker_exit",
         "workers",
         "worker_class",
@@ -73,12 +74,17 @@ def check_config_in_code(namespace: dict[str, Any], upstream: Upstream) -> None:
     assert namespace["app"].config == PoolConfig(read_timeout=5.0, pool_timeout=1.0)
 
 
+def check_deadlines(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert upstream.stats().requests_served == 2
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "app.py": check_app,
     "gunicorn.conf.py": check_gunicorn_conf,
     "flask": check_flask,
     "django view": check_django_view,
     "outside a request": check_outside_a_request,
+    "deadlines": check_deadlines,
     "config in code": check_config_in_code,
 }
 

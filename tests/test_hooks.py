@@ -32,7 +32,7 @@ def worker() -> Iterator[Worker]:
 
 
 def test_hooks_have_gunicorns_exact_arity() -> None:
-    """gunicorn validates hook arity: on_starting 1, post_fork 2, post_worker_init 1, worker_exit 2."""
+    """gunicorn validates hook arity: on_starting 1, post_fork 2, post_worker_init 1, worker_abort 1, worker_exit 2."""
     cfg = Config()
     for name in hooks.__all__:
         cfg.set(name, getattr(hooks, name))  # gunicorn's validator rejects a wrong arity
@@ -42,6 +42,7 @@ def test_hooks_have_gunicorns_exact_arity() -> None:
     assert [len(inspect.signature(getattr(hooks, n)).parameters) for n in hooks.__all__] == [
         1,
         2,
+        1,
         1,
         2,
     ]
@@ -126,3 +127,27 @@ def test_lazy_names_resolve_and_unknown_names_do_not() -> None:
     assert set(wsgi_pool.__all__) <= set(dir(wsgi_pool))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         wsgi_pool.nope  # noqa: B018
+
+
+def test_worker_abort_logs_the_pools_and_builds_none(
+    worker: Worker, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """worker_abort logs each pool set of the process with its upstreams; with none built, nothing."""
+    caplog.set_level(logging.WARNING, logger="wsgi_pool")
+    hooks.worker_abort(worker)
+    assert caplog.messages == []
+    assert _process.built_here() == []
+    wsgi_pool.client().get(upstream.url)
+    hooks.worker_abort(worker)
+    assert len(caplog.messages) == 1
+    assert caplog.messages[0].startswith(
+        f"worker {os.getpid()} aborted (timeout?) with <WorkerPools"
+    )
+    assert upstream.url in caplog.messages[0]
+
+
+def test_post_fork_records_the_worker_timeout_for_the_deadline(worker: Worker) -> None:
+    """gunicorn's timeout reaches the sizing: the derived deadline stays below it."""
+    worker.cfg.set("timeout", 8)
+    hooks.post_fork(None, worker)
+    assert _process.worker_pools().sizing.deadline == 6.0

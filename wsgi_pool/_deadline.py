@@ -40,9 +40,6 @@ class Deadline:
     def remaining(self) -> float:
         return self.at - time.monotonic()
 
-    def passed(self) -> bool:
-        return self.expired or self.remaining() <= 0
-
     @classmethod
     def start(cls, seconds: float, *, not_after: float | None = None) -> Deadline:
         """A deadline ``seconds`` from now, or at ``not_after`` (a caller's budget) if that is sooner."""

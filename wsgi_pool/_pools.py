@@ -13,6 +13,7 @@ What requests leaves out is added here, each at the level where it can be done r
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -105,7 +106,7 @@ class _HTTPPool(HTTPConnectionPool):
     ConnectionCls: type[BaseHTTPConnection] | type[BaseHTTPSConnection] = _Connection
     pool_wait: float = 0.0
     idle_timeout: float = 0.0
-    watchdog: Watchdog | None = None
+    watchdog: Watchdog  # set by _pool_classes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,8 +133,7 @@ class _HTTPPool(HTTPConnectionPool):
 
     def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
         if conn is not None:
-            if self.watchdog is not None:
-                self.watchdog.disarm(conn)  # type: ignore[arg-type]
+            self.watchdog.disarm(conn)  # type: ignore[arg-type]
             conn.wp_idle_since = time.monotonic()  # type: ignore[attr-defined]
         super()._put_conn(conn)
 
@@ -148,7 +148,7 @@ class _HTTPPool(HTTPConnectionPool):
         **kwargs: Any,
     ) -> BaseHTTPResponse:
         deadline = _deadline.current()
-        if deadline is not None and self.watchdog is not None:
+        if deadline is not None:  # pragma: no branch  (the adapter binds one for every call)
             self.watchdog.arm(deadline, conn)  # type: ignore[arg-type]
         reused = conn.sock is not None  # type: ignore[attr-defined]
         if not reused:
@@ -159,8 +159,6 @@ class _HTTPPool(HTTPConnectionPool):
             # A reused connection the server closed as we sent (a keep-alive race): replay
             # once on a new connection, if sending the request twice is safe.
             if not reused or not replay_safe(method, headers) or not _resendable(body):
-                raise
-            if deadline is not None and deadline.passed():
                 raise
             conn.close()
             self.counts.add("replayed")
@@ -300,6 +298,15 @@ class SharedAdapter(HTTPAdapter):
                 pool.close()
         super().close()
 
+    def forget_closed_pools(self) -> None:
+        """Remove closed pools from the pool managers, so the next call to their upstream gets a new one."""
+        for manager in [self.poolmanager, *self.proxy_manager.values()]:
+            for key in manager.pools.keys():  # noqa: SIM118  (urllib3's container refuses iteration)
+                found = manager.pools.get(key)
+                if found is not None and found.pool is None:
+                    with contextlib.suppress(KeyError):  # another thread removed it first
+                        del manager.pools[key]
+
     def settings_for(self, origin: str) -> UpstreamSettings:
         """The settings that apply to calls to ``origin`` (``scheme://host:port``)."""
         found = self._settings.get(origin)
@@ -408,9 +415,10 @@ class _Call:
                 ) from exc
             except requests.exceptions.RequestException as exc:
                 if pool_closed(exc) and closed_pool_retries < _POOL_CLOSED_RETRIES:
-                    # Another thread evicted this upstream's pool (LRU) as we took it;
-                    # nothing was sent, and the pool manager makes a new one.
+                    # The pool was closed as we took it (the pools closing at worker exit, or
+                    # a closed pool left cached): nothing was sent. Drop it; a new one is made.
                     closed_pool_retries += 1
+                    self.adapter.forget_closed_pools()
                     continue
                 connecting = isinstance(exc, requests.exceptions.ConnectTimeout)
                 error = translate(
