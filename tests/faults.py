@@ -9,7 +9,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,3 +235,29 @@ def describe_descriptors() -> list[str]:
         except OSError:
             continue
     return found
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[int]:
+    """A loopback port whose accept queue is full: the kernel drops new SYNs, so connects time out."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        while True:  # fill the accept queue until the kernel drops our SYNs
+            filler = socket.socket()
+            filler.settimeout(0.2)
+            try:
+                filler.connect(address)
+            except TimeoutError:
+                filler.close()
+                break
+            fillers.append(filler)
+            assert len(fillers) < 64, "the accept queue never filled"
+        yield address[1]
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

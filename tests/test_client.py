@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
 import wsgi_pool
+from tests.faults import full_backlog
 from wsgi_pool import Client, PoolConfig, PoolTimeout, WorkerPools, WsgiPoolError, _process
 from wsgi_pool.testing import Upstream, free_port
 
@@ -69,29 +69,10 @@ def test_default_timeouts_apply_when_the_caller_gives_none(upstream: Upstream) -
 
 def test_connect_timeout_default_is_applied() -> None:
     """With no timeout argument, a connect to a listener whose accept queue is full ends at connect_timeout."""
-    listener = socket.socket()
-    fillers: list[socket.socket] = []
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        while True:  # fill the accept queue until the kernel drops our SYNs
-            filler = socket.socket()
-            filler.settimeout(0.2)
-            try:
-                filler.connect(address)
-            except TimeoutError:
-                filler.close()
-                break
-            fillers.append(filler)
-            assert len(fillers) < 64, "the accept queue never filled"
-        http = wsgi_pool.client(PoolConfig(connect_timeout=0.3))
+    with full_backlog() as port:
+        http = wsgi_pool.client(PoolConfig(connect_timeout=0.3, retries=0))
         with pytest.raises(requests.exceptions.ConnectTimeout):
-            http.get(f"http://127.0.0.1:{address[1]}/")
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
+            http.get(f"http://127.0.0.1:{port}/")
 
 
 def test_pool_wait_is_bounded_and_names_upstream_and_size(upstream: Upstream) -> None:

@@ -7,7 +7,6 @@ are closed the process has no more open descriptors than before the scenario.
 
 from __future__ import annotations
 
-import gzip
 import socket
 import ssl
 import threading
@@ -28,6 +27,7 @@ from tests.faults import (
     Peer,
     Script,
     describe_descriptors,
+    full_backlog,
     open_descriptors,
     wait_until,
 )
@@ -128,62 +128,42 @@ def close_reused_after_reading(peer: Peer) -> None:
         peer.respond()
 
 
-def never_answer(peer: Peer) -> None:
-    if peer.read_request():
-        peer.hold()
+def once(data: bytes = b"", *, drip: bytes = b"", then: str = "close") -> Script:
+    """Read one request, send ``data``, drip ``drip`` a byte per 200 ms, then close, hold or reset."""
+
+    def script(peer: Peer) -> None:
+        if not peer.read_request():
+            return
+        peer.send(data)
+        peer.drip(drip, 0.2)
+        if then == "hold":
+            peer.hold()
+        elif then == "reset":
+            time.sleep(0.05)
+            peer.reset()
+
+    return script
 
 
-def stalled_body(peer: Peer) -> None:
-    if peer.read_request():
-        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-        peer.hold()
-
-
-def drip_body(peer: Peer) -> None:
-    if peer.read_request():
-        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-        peer.drip(b"x" * 1000, 0.2)
-
-
-def drip_headers(peer: Peer) -> None:
-    if peer.read_request():
-        peer.drip(b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"y" * 1000 + b"\r\n\r\n", 0.2)
-
-
-def partial_then_close(peer: Peer) -> None:
-    if peer.read_request():
-        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
-
-
-def reset_mid_body(peer: Peer) -> None:
-    if peer.read_request():
-        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
-        time.sleep(0.05)
-        peer.reset()
-
-
-def garbage_status(peer: Peer) -> None:
-    if peer.read_request():
-        peer.send(b"SPAM SPAM SPAM\r\n\r\n")
-
-
-def bad_chunk_size(peer: Peer) -> None:
-    if peer.read_request():
-        peer.send(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nxx\r\n"
-        )
-
-
-def header_flood(peer: Peer) -> None:
-    if peer.read_request():
-        flood = "".join(f"X-Flood-{i}: {i}\r\n" for i in range(200))
-        peer.send(f"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{flood}\r\nok".encode())
-
-
-def conflicting_length(peer: Peer) -> None:
-    if peer.read_request():
-        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\nok")
-        peer.hold()
+OK_HEAD = b"HTTP/1.1 200 OK\r\n"
+never_answer = once(then="hold")
+stalled_body = once(OK_HEAD + b"Content-Length: 100\r\n\r\n0123456789", then="hold")
+drip_body = once(OK_HEAD + b"Content-Length: 1000\r\n\r\n", drip=b"x" * 1000)
+drip_headers = once(drip=OK_HEAD + b"X-Slow: " + b"y" * 1000 + b"\r\n\r\n")
+partial_then_close = once(OK_HEAD + b"Content-Length: 1000\r\n\r\n0123456789")
+reset_mid_body = once(OK_HEAD + b"Content-Length: 100000\r\n\r\n" + b"x" * 1000, then="reset")
+garbage_status = once(b"SPAM SPAM SPAM\r\n\r\n")
+bad_chunk_size = once(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nxx\r\n")
+header_flood = once(
+    OK_HEAD
+    + b"Content-Length: 2\r\n"
+    + b"".join(b"X-Flood-%d: %d\r\n" % (i, i) for i in range(200))
+    + b"\r\nok"
+)
+conflicting_length = once(
+    OK_HEAD + b"Content-Length: 2\r\nContent-Length: 40\r\n\r\nok", then="hold"
+)
+declared_too_large = once(OK_HEAD + b"Content-Length: 10485760\r\n\r\n" + b"x" * 1000, then="hold")
 
 
 def _bomb() -> bytes:
@@ -202,12 +182,6 @@ def gzip_bomb(peer: Peer) -> None:
             continue
         status = "302 Found" if seen.path == "/redirect" else "200 OK"
         peer.respond(status, BOMB, ("Content-Encoding: gzip", "Location: /ok"))
-
-
-def declared_too_large(peer: Peer) -> None:
-    if peer.read_request():
-        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n" + b"x" * 1000)
-        peer.hold()
 
 
 def status_then_ok(status: str, *headers: str, body: bytes = b"busy") -> Script:
@@ -453,30 +427,11 @@ def test_connection_refused(harness: Harness) -> None:
 
 def test_full_listen_backlog_is_a_connect_timeout(harness: Harness) -> None:
     """A server whose accept queue is full: UpstreamConnectTimeout after connect_timeout."""
-    listener = socket.socket()
-    fillers: list[socket.socket] = []
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        while True:  # fill the accept queue until the kernel drops our SYNs
-            filler = socket.socket()
-            filler.settimeout(0.2)
-            try:
-                filler.connect(address)
-            except TimeoutError:
-                filler.close()
-                break
-            fillers.append(filler)
-            assert len(fillers) < 64, "the accept queue never filled"
+    with full_backlog() as port:
         http = harness.client(connect_timeout=0.3, retries=0)
         with pytest.raises(UpstreamConnectTimeout) as caught:
-            http.get(f"http://127.0.0.1:{address[1]}/")
+            http.get(f"http://127.0.0.1:{port}/")
         assert isinstance(caught.value, requests.exceptions.ConnectTimeout)
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
     harness.assert_intact(http)
 
 
@@ -603,7 +558,6 @@ def test_gzip_bomb_stops_at_the_limit(harness: Harness) -> None:
         http.get(f"{server.url}/bomb")
     assert caught.value.limit == 1024 * 1024
     assert caught.value.received <= 1024 * 1024 + 64 * 1024
-    assert gzip.decompress(BOMB[:0] or gzip.compress(b"")) == b""  # the helper itself decodes
     harness.assert_intact(http)
 
 

@@ -363,3 +363,5 @@ def test_translate_names_what_failed() -> None:
     ]
     assert "name resolution failed" in str(found[0])
     assert translate(found[2], upstream="-", deadline=None, where="x") is found[2]
+    decoding = requests.exceptions.ContentDecodingError("bad gzip")
+    assert translate(decoding, upstream="-", deadline=Deadline(0), where="x") is decoding

@@ -132,6 +132,12 @@ class ResponseTooLarge(UpstreamError):
         )
 
 
+_EXCHANGE_FAILURES = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.InvalidHeader,
+)
 _RESET = (ConnectionError, http.client.IncompleteRead, ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
@@ -164,8 +170,12 @@ def translate(
     where: str,
     timeout_was_deadline: bool = False,
 ) -> requests.exceptions.RequestException:
-    """The wsgi_pool error for ``exc`` raised by requests; ``exc`` itself if none fits."""
-    if isinstance(exc, UpstreamError):
+    """The wsgi_pool error for ``exc`` raised by requests; ``exc`` itself if none fits.
+
+    Only failures of the exchange are translated; a bad URL, a bad argument or an error from
+    decoding the body stays requests' own.
+    """
+    if isinstance(exc, UpstreamError) or not isinstance(exc, _EXCHANGE_FAILURES):
         return exc
     request = exc.request
     deadline_hit = deadline is not None and (
