@@ -31,7 +31,7 @@ from wsgi_pool._config import normalize_origin
 from wsgi_pool._deadline import Deadline, Watchdog
 from wsgi_pool._failures import translate
 from wsgi_pool._middleware import incoming_budget
-from wsgi_pool._pools import RetryBudget, live_pools, replay_safe
+from wsgi_pool._pools import RetryBudget, live_pools, origin_of, replay_safe
 from wsgi_pool.testing import Upstream
 
 
@@ -365,3 +365,27 @@ def test_translate_names_what_failed() -> None:
     assert translate(found[2], upstream="-", deadline=None, where="x") is found[2]
     decoding = requests.exceptions.ContentDecodingError("bad gzip")
     assert translate(decoding, upstream="-", deadline=Deadline(0), where="x") is decoding
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        pytest.param(
+            "http://127.0.0.1:8080/a?b#c", "http://127.0.0.1:8080", id="path query fragment"
+        ),
+        pytest.param(
+            "HTTPS://user:pw@Api.Internal/x", "https://api.internal:443", id="credentials dropped"
+        ),
+        pytest.param("http://[::1]:9", "http://[::1]:9", id="ipv6"),
+        pytest.param("https://h?q=1", "https://h:443", id="query right after host"),
+    ],
+)
+def test_calls_are_named_by_origin(url: str, origin: str) -> None:
+    """Each call's upstream is its scheme://host:port, whatever follows the host."""
+    assert origin_of(url) == origin
+
+
+def test_a_url_with_a_bad_port_gets_requests_own_error() -> None:
+    """Naming the upstream never preempts requests' InvalidURL for a URL it will refuse."""
+    with pytest.raises(requests.exceptions.InvalidURL):
+        wsgi_pool.client().get("http://127.0.0.1:port/")

@@ -14,10 +14,12 @@ What requests leaves out is added here, each at the level where it can be done r
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
 import random
+import re
 import threading
 import time
 import urllib.request
@@ -29,7 +31,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import EmptyPoolError, InvalidHeader
+from urllib3.exceptions import EmptyPoolError, InvalidHeader, LocationParseError
 from urllib3.util import Retry, Timeout, parse_url
 
 from . import _deadline
@@ -81,23 +83,29 @@ class _HTTPSConnection(HTTPSConnection):
     wp_idle_since: float = 0.0
 
 
-class PoolCounts:
-    """What happened to one upstream's connections beyond urllib3's own counts.
+class _Counts:
+    """Counters; every one changed only under ``lock``."""
 
-    Mutable state: every attribute, changed only under ``lock``.
-    """
-
-    __slots__ = ("connected", "idle_expired", "lock", "replayed")
+    __slots__ = ("lock",)
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.connected = 0
-        self.replayed = 0
-        self.idle_expired = 0
 
     def add(self, name: str) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + 1)
+
+
+class PoolCounts(_Counts):
+    """What happened to one upstream's connections beyond urllib3's own counts."""
+
+    __slots__ = ("connected", "idle_expired", "replayed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected = 0
+        self.replayed = 0
+        self.idle_expired = 0
 
 
 class _HTTPPool(HTTPConnectionPool):
@@ -236,20 +244,16 @@ class RetryBudget:
             return True
 
 
-class UpstreamCounts:
-    """Per upstream: retries made and retries the budget refused. Changed under ``lock``."""
+class UpstreamCounts(_Counts):
+    """Per upstream: its retry budget, retries made and retries the budget refused."""
 
-    __slots__ = ("budget", "budget_denied", "lock", "retries")
+    __slots__ = ("budget", "budget_denied", "retries")
 
     def __init__(self, budget: RetryBudget) -> None:
+        super().__init__()
         self.budget = budget
-        self.lock = threading.Lock()
         self.retries = 0
         self.budget_denied = 0
-
-    def add(self, name: str) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + 1)
 
 
 # -- the adapter (requests) -----------------------------------------------------------------------
@@ -293,14 +297,17 @@ class SharedAdapter(HTTPAdapter):
         urllib3 2 closes a pool it drops only when the pool is garbage-collected; a response
         still referenced would keep its pool's idle connections open past worker exit.
         """
-        for manager in [self.poolmanager, *self.proxy_manager.values()]:
+        for manager in self._managers():
             for pool in live_pools(manager):
                 pool.close()
         super().close()
 
+    def _managers(self) -> list[Any]:
+        return [self.poolmanager, *self.proxy_manager.values()]
+
     def forget_closed_pools(self) -> None:
         """Remove closed pools from the pool managers, so the next call to their upstream gets a new one."""
-        for manager in [self.poolmanager, *self.proxy_manager.values()]:
+        for manager in self._managers():
             for key in manager.pools.keys():  # noqa: SIM118  (urllib3's container refuses iteration)
                 found = manager.pools.get(key)
                 if found is not None and found.pool is None:
@@ -572,12 +579,22 @@ def live_pools(manager: Any) -> list[HTTPConnectionPool]:
 
 
 def origin_of(url: str) -> str:
-    """``scheme://host:port`` of ``url``, default ports filled in: how upstreams are named."""
-    parts = parse_url(url)
+    """``scheme://host:port`` of ``url``, default ports filled in: how upstreams are named.
+
+    On every call's path: only the part before the path is looked at, and its parsing is cached.
+    """
+    scheme, _, rest = url.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+    return _origin(scheme, authority)
+
+
+@functools.lru_cache(maxsize=1024)
+def _origin(scheme: str, authority: str) -> str:
     try:
+        parts = parse_url(f"{scheme}://{authority}")
         return normalize_origin(f"{parts.scheme}://{parts.netloc}")
-    except ValueError:
-        return f"{parts.scheme}://{parts.netloc}"
+    except (LocationParseError, ValueError):  # not a URL requests will send: it says so itself
+        return f"{scheme.lower()}://{authority.lower()}"
 
 
 class WorkerPools:
