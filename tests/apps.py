@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +31,8 @@ def view(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         status, body = call_and_map_errors(environ)
         start_response(status, [("Content-Type", "text/plain")])
         return [body]
+    elif path == "/seen":
+        body = seen_by_upstream(environ)
     elif path == "/session-slow":
         body = shared_session.get(f"{UPSTREAM_URL}/slow?delay=1", timeout=10).content
     else:
@@ -48,6 +51,20 @@ def call_and_map_errors(environ: dict[str, Any]) -> tuple[str, bytes]:
     except wsgi_pool.UpstreamError as exc:
         return "502 Bad Gateway", f"{type(exc).__name__}: {exc}".encode()
     return f"{response.status_code} Upstream", response.content
+
+
+def seen_by_upstream(environ: dict[str, Any]) -> bytes:
+    """GET the ``url`` query parameter; what the app and that upstream saw, as JSON."""
+    target = parse_qs(environ.get("QUERY_STRING", ""))["url"][0]
+    answer = client_from(environ).get(target).json()
+    return json.dumps(
+        {
+            "environ_proxy": environ.get("HTTP_PROXY"),
+            "request_id": environ.get("wsgi_pool.request_id"),
+            "upstream_path": answer["path"],
+            "upstream_headers": answer["headers"],
+        }
+    ).encode()
 
 
 app = PoolMiddleware(view)

@@ -204,6 +204,54 @@ def test_describe_names_the_server() -> None:
         pytest.param(
             {"proxies": {"http": 3}}, "proxies: expected text keys and URLs", id="proxy-not-text"
         ),
+        pytest.param(
+            {"redirect_headers": ("Accept", "Authorization", "cookie")},
+            "redirect_headers: authorization, cookie never go to another origin",
+            id="credentials-across-origins",
+        ),
+        pytest.param(
+            {"redirect_headers": "Accept"},
+            "redirect_headers: expected header names, got 'Accept'",
+            id="redirect-headers-text",
+        ),
+        pytest.param(
+            {"request_id_header": "X Request"},
+            "request_id_header: 'X Request' is not a header name",
+            id="request-id-header",
+        ),
+        pytest.param(
+            {"max_redirects": 0}, "max_redirects: expected a whole number >= 1, got 0", id="hops"
+        ),
+        pytest.param(
+            {"egress_deny": ("169.254.169.254", "metadata")},
+            "egress_deny: 'metadata' is not an address or network",
+            id="egress-network",
+        ),
+        pytest.param(
+            {"egress_allow": "10.0.0.0/8"},
+            "egress_allow: expected networks like '10.0.0.0/8', got '10.0.0.0/8'",
+            id="egress-text",
+        ),
+        pytest.param(
+            {"ca_bundle": "/nonexistent/ca.pem"},
+            "ca_bundle: expected the path of a CA file or directory, got '/nonexistent/ca.pem'",
+            id="ca-missing",
+        ),
+        pytest.param(
+            {"upstreams": {"https://a": {"ca_bundle": 3}}},
+            "upstreams['https://a']: ca_bundle: expected the path of a CA file",
+            id="upstream-ca",
+        ),
+        pytest.param(
+            {"upstreams": {"https://a": {"propagate": "yes"}}},
+            "upstreams['https://a']: propagate: expected True or False, got 'yes'",
+            id="upstream-propagate",
+        ),
+        pytest.param(
+            {"allow_unverified": 1},
+            "allow_unverified: expected True or False, got 1",
+            id="unverified",
+        ),
     ],
 )
 def test_bad_values_raise_config_error_naming_setting_and_value(
@@ -265,7 +313,16 @@ def test_from_env_reads_every_field_by_its_name() -> None:
             "WSGI_POOL_MAX_RESPONSE_BYTES": "None",
             "WSGI_POOL_DEADLINE_HEADERS": "X-Budget-Ms, ",
             "WSGI_POOL_PROPAGATE_DEADLINE": "1",
-            "WSGI_POOL_UPSTREAMS": '{"HTTPS://Search.Internal": {"deadline": 2.5, "retries": 1}}',
+            "WSGI_POOL_UPSTREAMS": '{"HTTPS://Search.Internal": {"deadline": 2.5, "propagate": true}}',
+            "WSGI_POOL_PROPAGATE": "off",
+            "WSGI_POOL_REQUEST_ID_HEADER": "X-Correlation-ID",
+            "WSGI_POOL_MAX_REDIRECTS": "2",
+            "WSGI_POOL_REDIRECT_HEADERS": "Accept, X-Tenant",
+            "WSGI_POOL_CA_BUNDLE": "none",
+            "WSGI_POOL_ALLOW_UNVERIFIED": "true",
+            "WSGI_POOL_EGRESS_ALLOW": "10.0.0.0/8, fd00::/8",
+            "WSGI_POOL_EGRESS_DENY": "10.1.2.3",
+            "WSGI_POOL_EGRESS_DENY_PRIVATE": "1",
             "PATH": "/usr/bin",
         }
     )
@@ -293,14 +350,25 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         max_response_bytes=None,
         deadline_headers=("X-Budget-Ms",),
         propagate_deadline=True,
-        upstreams={"https://search.internal:443": UpstreamSettings(deadline=2.5, retries=1)},
+        upstreams={"https://search.internal:443": UpstreamSettings(deadline=2.5, propagate=True)},
+        propagate=False,
+        request_id_header="X-Correlation-ID",
+        max_redirects=2,
+        redirect_headers=frozenset({"accept", "x-tenant"}),
+        ca_bundle=None,
+        allow_unverified=True,
+        egress_allow=("10.0.0.0/8", "fd00::/8"),
+        egress_deny=("10.1.2.3/32",),
+        egress_deny_private=True,
     )
     assert {f.name for f in dataclasses.fields(PoolConfig)} == {
         "worker_class", "threads", "worker_connections", "pool_maxsize", "pool_connections", "pool_block",
         "pool_timeout", "connect_timeout", "read_timeout", "worker_timeout", "deadline", "idle_timeout",
         "retries", "retry_statuses", "backoff_factor", "backoff_max", "retry_budget",
         "retry_budget_min_per_second", "max_response_bytes", "deadline_headers", "propagate_deadline",
-        "upstreams", "trust_env", "proxies",
+        "upstreams", "trust_env", "proxies", "propagate", "request_id_header", "max_redirects",
+        "redirect_headers", "ca_bundle", "allow_unverified", "egress_allow", "egress_deny",
+        "egress_deny_private",
     }  # fmt: skip
 
 

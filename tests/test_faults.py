@@ -11,6 +11,7 @@ import socket
 import ssl
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -561,13 +562,21 @@ def test_gzip_bomb_stops_at_the_limit(harness: Harness) -> None:
     harness.assert_intact(http)
 
 
-def test_gzip_bomb_on_a_redirect_stops_at_the_limit(harness: Harness) -> None:
-    """requests decodes a redirect's body in full to reuse the connection; the limit holds there too."""
+def test_gzip_bomb_on_a_redirect_is_never_decoded(harness: Harness) -> None:
+    """requests decodes a redirect's body in full; here it is discarded undecoded, even with no cap."""
     server = harness.serve(gzip_bomb)
-    http = harness.client(max_response_bytes=1024 * 1024)
-    with pytest.raises(ResponseTooLarge):
-        http.get(f"{server.url}/redirect")
-    assert [s.path for s in server.requests()] == ["/redirect"]
+    http = harness.client(max_response_bytes=None)
+    tracemalloc.start()
+    try:
+        answer = http.get(f"{server.url}/redirect")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer.status_code == 200
+    assert [r.status_code for r in answer.history] == [302]
+    assert answer.history[0].content == b""
+    assert peak < 4 * 1024 * 1024, f"{peak} bytes allocated: the 64 MiB body was decoded"
+    assert [s.path for s in server.requests()] == ["/redirect", "/ok"]
     harness.assert_intact(http)
 
 
@@ -676,9 +685,13 @@ def test_per_upstream_deadline(harness: Harness) -> None:
 
 
 def test_incoming_budget_bounds_outbound_calls_and_is_passed_on(harness: Harness) -> None:
-    """An X-Request-Deadline budget ends outbound calls and, with propagate_deadline, goes upstream."""
+    """An X-Request-Deadline budget ends outbound calls and, with propagate_deadline, goes to upstreams that get propagation."""
     server = harness.serve(never_answer)
-    config = PoolConfig(**{**FAST, "read_timeout": 5.0, "propagate_deadline": True})
+    config = PoolConfig(
+        **{**FAST, "read_timeout": 5.0},
+        propagate_deadline=True,
+        upstreams={harness.healthy.url: UpstreamSettings(propagate=True)},
+    )
     seen: dict[str, Any] = {}
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
@@ -696,6 +709,7 @@ def test_incoming_budget_bounds_outbound_calls_and_is_passed_on(harness: Harness
     wsgi_pool.PoolMiddleware(app, config)(environ, lambda *a: lambda b: None)
     assert 0 < int(seen["echo"]["X-Request-Deadline"]) <= 400
     assert isinstance(seen["error"], DeadlineExceeded)
+    assert ["x-request-deadline" in r.headers for r in server.requests()] == [False]
     assert seen["error"].deadline <= 0.4
     harness.clients.append(wsgi_pool.client(config))
     harness.assert_intact(harness.clients[-1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +10,16 @@ from pathlib import Path
 import pytest
 import requests
 import trustme
+from urllib3.exceptions import InsecureRequestWarning
 
 import wsgi_pool
-from wsgi_pool import PoolConfig, PoolTimeout
+from wsgi_pool import (
+    InsecureRequestRefused,
+    PoolConfig,
+    PoolTimeout,
+    UpstreamSettings,
+    UpstreamTLSError,
+)
 from wsgi_pool.testing import Upstream
 
 
@@ -76,3 +84,73 @@ def test_https_pool_wait_is_bounded(https_upstream: Upstream, ca_file: str) -> N
         http.get(f"{https_upstream.url}/second", verify=ca_file)
     held.close()
     assert http.get(f"{https_upstream.url}/third", verify=ca_file).status_code == 200
+
+
+def test_an_expired_certificate_is_an_ssl_error(ca: trustme.CA, ca_file: str) -> None:
+    """A certificate past its not-after date is rejected, with no retry and no request sent."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ended = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    ca.issue_cert(
+        "127.0.0.1", not_before=ended - datetime.timedelta(days=30), not_after=ended
+    ).configure_cert(context)
+    with Upstream(tls=context) as server:
+        with pytest.raises(UpstreamTLSError, match="certificate has expired") as caught:
+            wsgi_pool.client().get(f"{server.url}/x", verify=ca_file)
+        assert isinstance(caught.value, requests.exceptions.SSLError)
+        assert server.stats().requests_served == 0
+
+
+def test_each_upstream_is_verified_with_its_own_ca(tmp_path: Path) -> None:
+    """upstreams[origin].ca_bundle: each of two private CAs verifies its own upstream only."""
+    cas = [trustme.CA(), trustme.CA()]
+    files = []
+    for number, authority in enumerate(cas):
+        path = tmp_path / f"ca{number}.pem"
+        authority.cert_pem.write_to_path(str(path))
+        files.append(str(path))
+    with tls_upstream(cas[0], "127.0.0.1") as first, tls_upstream(cas[1], "127.0.0.1") as second:
+        right = wsgi_pool.client(
+            PoolConfig(
+                upstreams={
+                    first.url: UpstreamSettings(ca_bundle=files[0]),
+                    second.url: UpstreamSettings(ca_bundle=files[1]),
+                }
+            )
+        )
+        assert right.get(f"{first.url}/a").status_code == 200
+        assert right.get(f"{second.url}/b").status_code == 200
+        crossed = wsgi_pool.client(
+            PoolConfig(
+                ca_bundle=files[0], upstreams={second.url: UpstreamSettings(ca_bundle=files[0])}
+            )
+        )
+        assert crossed.get(f"{first.url}/c").status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            crossed.get(f"{second.url}/d")
+
+
+def test_verify_false_is_refused_unless_the_config_allows_it(https_upstream: Upstream) -> None:
+    """verify=False raises InsecureRequestRefused by default, before anything is sent."""
+    http = wsgi_pool.client()
+    with pytest.raises(InsecureRequestRefused, match="allow_unverified=True"):
+        http.get(f"{https_upstream.url}/x", verify=False)
+    http.verify = False
+    with pytest.raises(InsecureRequestRefused):
+        http.get(f"{https_upstream.url}/x")
+    assert https_upstream.stats().connections_opened == 0
+
+
+def test_an_unverified_call_never_shares_a_connection_with_verified_ones(
+    https_upstream: Upstream, ca_file: str
+) -> None:
+    """With allow_unverified, verify=False gets its own pool: a verified call after it still verifies."""
+    http = wsgi_pool.client(PoolConfig(allow_unverified=True))
+    with pytest.warns(InsecureRequestWarning):
+        assert http.get(f"{https_upstream.url}/a", verify=False).status_code == 200
+    with pytest.raises(requests.exceptions.SSLError):
+        http.get(f"{https_upstream.url}/b")  # certifi does not trust the test CA: no reuse of /a's
+    assert http.get(f"{https_upstream.url}/c", verify=ca_file).status_code == 200
+    with pytest.warns(InsecureRequestWarning):
+        assert http.get(f"{https_upstream.url}/d", verify=False).status_code == 200
+    stats = https_upstream.stats()
+    assert (stats.requests_served, stats.connections_opened) == (3, 3)

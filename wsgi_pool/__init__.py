@@ -11,14 +11,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._config import PoolConfig, PoolSizing, UpstreamSettings, size_pools
-from ._errors import ConfigError, MissingClientError, WsgiPoolError
+from ._errors import (
+    ConfigError,
+    InsecureRequestRefused,
+    MissingClientError,
+    SharedStateError,
+    WsgiPoolError,
+)
 
 if TYPE_CHECKING:
     from ._client import Client, deadline
     from ._failures import (
         DeadlineExceeded,
+        EgressDenied,
         PoolTimeout,
+        RedirectRefused,
         ResponseTooLarge,
+        TooManyRedirects,
         UpstreamConnectionError,
         UpstreamConnectTimeout,
         UpstreamError,
@@ -40,12 +49,17 @@ __all__ = [
     "Client",
     "ConfigError",
     "DeadlineExceeded",
+    "EgressDenied",
+    "InsecureRequestRefused",
     "MissingClientError",
     "PoolConfig",
     "PoolMiddleware",
     "PoolSizing",
     "PoolTimeout",
+    "RedirectRefused",
     "ResponseTooLarge",
+    "SharedStateError",
+    "TooManyRedirects",
     "UpstreamConnectTimeout",
     "UpstreamConnectionError",
     "UpstreamError",
@@ -73,6 +87,9 @@ _LAZY = {
     "client": "._middleware",
     "client_from": "._middleware",
     "DeadlineExceeded": "._failures",
+    "EgressDenied": "._failures",
+    "RedirectRefused": "._failures",
+    "TooManyRedirects": "._failures",
     "PoolTimeout": "._failures",
     "ResponseTooLarge": "._failures",
     "UpstreamConnectionError": "._failures",

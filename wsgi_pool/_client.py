@@ -8,10 +8,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import BaseAdapter
-from requests.cookies import RequestsCookieJar
+from requests.cookies import RequestsCookieJar, extract_cookies_to_jar, merge_cookies
 from requests.exceptions import InvalidSchema
 from requests.hooks import default_hooks
 from requests.models import DEFAULT_REDIRECT_LIMIT
@@ -19,10 +20,13 @@ from requests.sessions import merge_setting
 from requests.utils import default_headers
 from urllib3.util import parse_url
 
-from . import _deadline, _process
+from . import _deadline, _process, _redirects
 from ._config import PoolConfig, check_seconds
 from ._deadline import Deadline
-from ._pools import WorkerPools
+from ._errors import SharedStateError
+from ._failures import TooManyRedirects
+from ._pools import TRACE_ATTRIBUTE, WorkerPools, origin_of
+from ._propagation import Propagation
 
 _block_ends: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "wsgi_pool.block_deadline", default=None
@@ -64,9 +68,11 @@ class Client(requests.Session):
     """The requests API (``get``, ``post``, ``request``, ... returning ``requests.Response``).
 
     Shares this process's pools and nothing else: its headers, auth, hooks, params, cookies
-    and mounted adapters are its own. It finds the pools by process id on every call, so
-    one created before a fork uses the child's own pools after it. ``close()`` releases the
+    and mounted adapters are its own, and the shared pools cannot be changed through it
+    (:class:`SharedStateError`). It finds the pools by process id on every call, so one
+    created before a fork uses the child's own pools after it. ``close()`` releases the
     streamed responses it returned that are still open; the shared pools stay open.
+    Redirects follow the config's policy (see ``redirect_headers`` and ``max_redirects``).
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class Client(requests.Session):
         pools: WorkerPools | None = None,
         keep_cookies: bool = True,
         not_after: float | None = None,
+        propagation: Propagation | None = None,
     ) -> None:
         # requests.Session.__init__ is skipped on purpose: it builds two adapters, each with
         # pools of its own. Every attribute it sets is set here, cheaply.
@@ -83,6 +90,8 @@ class Client(requests.Session):
         self._pools = pools
         self.not_after = not_after
         """The incoming request's budget (a ``time.monotonic()`` moment): no call outlives it."""
+        self.propagation = propagation
+        """The incoming request's id and trace context, sent to upstreams allowed to see them."""
         self._streams: list[requests.Response] | None = None
         self.headers = default_headers()
         self.auth = None
@@ -93,9 +102,26 @@ class Client(requests.Session):
         self.verify = True
         self.cert = None
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
-        self.trust_env = False
         self.cookies = RequestsCookieJar() if keep_cookies else DiscardingCookieJar()
         self.adapters = OrderedDict()
+
+    @property
+    def trust_env(self) -> bool:
+        """Always False: the environment (proxies, ``.netrc``, CA bundles) is never read per call."""
+        return False
+
+    @trust_env.setter
+    def trust_env(self, value: bool) -> None:
+        if value:
+            raise SharedStateError(
+                "a client never reads the environment per call (proxies, .netrc, CA bundles): "
+                "set PoolConfig(trust_env=True) to read proxies once when the pools are built"
+            )
+
+    @property
+    def request_id(self) -> str | None:
+        """The incoming request's id (validated, or fresh), as upstreams allowed to see it get it."""
+        return None if self.propagation is None else self.propagation.request_id
 
     @property
     def pools(self) -> WorkerPools:
@@ -162,6 +188,8 @@ class Client(requests.Session):
         }
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if self.propagation is not None:
+            setattr(request, TRACE_ATTRIBUTE, self.propagation)
         if "proxies" not in kwargs:  # a direct send(): requests would use only self.proxies
             kwargs["proxies"] = self.merge_environment_settings(
                 request.url, None, None, None, None
@@ -178,6 +206,67 @@ class Client(requests.Session):
             self._streams = [r for r in self._streams or () if _holds_connection(r)]
             self._streams.append(response)
         return response
+
+    def resolve_redirects(  # noqa: PLR0917  (requests' signature)
+        self,
+        resp: requests.Response,
+        req: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+        yield_requests: bool = False,
+        **adapter_kwargs: Any,
+    ) -> Any:
+        """Follow redirects under the config's policy (``wsgi_pool._redirects``); requests' signature."""
+        pools = self._pools or self.pools
+        config = pools.config
+        limit = min(self.max_redirects, config.max_redirects)
+        own_proxies = {k: v for k, v in (proxies or {}).items() if pools.proxies.get(k) != v}
+        history: list[requests.Response] = []
+        fragment = urlsplit(req.url or "").fragment
+        location = self.get_redirect_target(resp)
+        while location:
+            history.append(resp)
+            resp.history = history[1:]
+            _redirects.discard_body(resp)
+            source = origin_of(resp.url)
+            if len(history) > limit:
+                raise TooManyRedirects(
+                    f"more than {limit} redirects", upstream=source, request=req, response=resp
+                )
+            url, fragment = _redirects.target_of(resp, location, fragment)
+            prepared = req.copy()
+            prepared.url = url
+            self.rebuild_method(prepared, resp)
+            target = origin_of(url)
+            _redirects.shape_hop(
+                prepared, resp, source=source, target=target, keep=config.redirect_headers
+            )
+            if source == target:
+                prepared.headers.pop("Cookie", None)
+                jar = prepared._cookies or RequestsCookieJar()
+                extract_cookies_to_jar(jar, req, resp.raw)
+                merge_cookies(jar, self.cookies)
+                prepared.prepare_cookies(jar)
+            hop_proxies = self.merge_environment_settings(url, own_proxies, None, None, None)
+            req = prepared
+            if yield_requests:
+                yield req
+                return
+            resp = self.send(
+                req,
+                stream=stream,
+                timeout=timeout,
+                verify=verify,
+                cert=cert,
+                proxies=hop_proxies["proxies"],
+                allow_redirects=False,
+                **adapter_kwargs,
+            )
+            location = self.get_redirect_target(resp)
+            yield resp
 
     def close(self) -> None:
         """Release the streamed responses still open and close adapters this client mounted."""

@@ -7,6 +7,7 @@ master (``on_starting``) to reject a bad setting before any worker is forked.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -93,6 +94,10 @@ def _parse_str(text: str) -> str:
     return text.strip()
 
 
+def _parse_optional_str(text: str) -> str | None:
+    return None if text.strip().lower() in {"", "none"} else text.strip()
+
+
 def _parse_optional_int(text: str) -> int | None:
     return None if text.strip().lower() == "none" else int(text.strip())
 
@@ -134,6 +139,9 @@ def normalize_worker_class(name: str) -> str | None:
 DEADLINE_HEADER: Final = "X-Request-Deadline"
 """The header that carries a remaining budget in milliseconds, in and (``propagate_deadline``) out."""
 
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+"""The default header of the request id."""
+
 _TOKEN: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _DEFAULT_PORTS: Final[Mapping[str, int]] = MappingProxyType({"http": 80, "https": 443})
 
@@ -165,12 +173,19 @@ class UpstreamSettings:
     read_timeout: float | None = None
     retries: int | None = None
     max_response_bytes: int | None = None
+    propagate: bool | None = None
+    """Send this upstream the request id, trace context and (``propagate_deadline``) budget."""
+    ca_bundle: str | None = None
+    """CA certificates (a PEM file or a hashed directory) that verify this upstream, instead of
+    the config's ``ca_bundle`` or certifi's."""
 
     def __post_init__(self) -> None:
         for name in ("deadline", "connect_timeout", "read_timeout"):
             check_seconds(name, getattr(self, name))
         _check_count("max_response_bytes", self.max_response_bytes)
         _check_whole("retries", self.retries)
+        _check_bool("propagate", self.propagate)
+        _check_ca_bundle("ca_bundle", self.ca_bundle)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,23 +307,80 @@ class PoolConfig:
         "shortens the deadline. Empty: ignore them.",
         _parse_names,
     )
+    propagate: bool = _setting(
+        False,
+        "Send every upstream the incoming request's id and W3C trace context (validated; "
+        "fresh ones when absent or invalid). Off: only upstreams whose settings say "
+        "propagate=True get them; third parties see none.",
+        _parse_bool,
+    )
     propagate_deadline: bool = _setting(
         False,
-        f"Send each upstream the call's remaining budget in milliseconds as {DEADLINE_HEADER}.",
+        f"Also send the upstreams that get propagation the call's remaining budget in "
+        f"milliseconds, as {DEADLINE_HEADER}.",
         _parse_bool,
+    )
+    request_id_header: str = _setting(
+        REQUEST_ID_HEADER,
+        "The header that carries the request id, in (validated) and out (to upstreams that "
+        "get propagation).",
+        _parse_str,
     )
     upstreams: Mapping[str, UpstreamSettings] = _setting(
         {},
         "Per-upstream settings that win over these: deadline, connect_timeout, read_timeout, "
-        "retries, max_response_bytes, by origin (environment: JSON, "
-        '\'{"https://search.internal": {"deadline": 2.5}}\').',
+        "retries, max_response_bytes, propagate, ca_bundle, by origin (environment: JSON, "
+        '\'{"https://search.internal": {"deadline": 2.5, "propagate": true}}\').',
         _parse_upstreams,
+    )
+    max_redirects: int = _setting(
+        5,
+        "Redirects a call follows before raising TooManyRedirects (a client's own "
+        "max_redirects can only lower it).",
+        _parse_int,
+    )
+    redirect_headers: frozenset[str] = _setting(
+        frozenset({"accept", "accept-encoding", "accept-language", "user-agent"}),
+        "The only headers a redirect to another origin carries on (environment: "
+        "'Accept,User-Agent'). Credentials (Authorization, Cookie, Proxy-Authorization) "
+        "never cross origins, and cannot be listed.",
+        _parse_names,
+    )
+    ca_bundle: str | None = _setting(
+        None,
+        "CA certificates (a PEM file or a hashed directory) that verify every upstream "
+        "without its own ca_bundle. None: certifi's. Never read from the environment.",
+        _parse_optional_str,
+    )
+    allow_unverified: bool = _setting(
+        False,
+        "Let a call pass verify=False. Off: such a call raises InsecureRequestRefused. On: "
+        "it still never shares a pooled connection with verified calls.",
+        _parse_bool,
+    )
+    egress_allow: tuple[str, ...] = _setting(
+        (),
+        "Networks calls may connect to (CIDR, environment: '10.0.0.0/8,fd00::/8'); any "
+        "other address is refused. Empty: no allowlist.",
+        _parse_names,
+    )
+    egress_deny: tuple[str, ...] = _setting(
+        (),
+        "Networks calls may never connect to (CIDR); wins over egress_allow.",
+        _parse_names,
+    )
+    egress_deny_private: bool = _setting(
+        False,
+        "Refuse every address that is not globally routable: loopback, private, link-local "
+        "(cloud metadata at 169.254.169.254 included), shared, reserved, unique-local "
+        "(fd00:ec2::254). An address listed in egress_allow is still allowed.",
+        _parse_bool,
     )
     trust_env: bool = _setting(
         False,
         "Read HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY from the process environment, "
-        "once, when a worker builds its pools. Never per call, never .netrc, never from an "
-        "incoming request.",
+        "once, when a worker builds its pools. Never per call, never .netrc or CA bundle "
+        "variables, never from an incoming request.",
         _parse_bool,
     )
     proxies: Mapping[str, str] = _setting(
@@ -345,12 +417,26 @@ class PoolConfig:
             raise ConfigError(
                 f"retry_budget: expected a fraction from 0 to 1, got {self.retry_budget!r}"
             )
-        for name in ("pool_block", "trust_env", "propagate_deadline"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, bool):
-                raise ConfigError(f"{name}: expected True or False, got {value!r}")
+        for name in (
+            "pool_block",
+            "trust_env",
+            "propagate",
+            "propagate_deadline",
+            "allow_unverified",
+            "egress_deny_private",
+        ):
+            _check_bool(name, getattr(self, name))
+        _check_count("max_redirects", self.max_redirects)
+        _check_ca_bundle("ca_bundle", self.ca_bundle)
         object.__setattr__(self, "retry_statuses", _check_statuses(self.retry_statuses))
-        object.__setattr__(self, "deadline_headers", _check_headers(self.deadline_headers))
+        object.__setattr__(
+            self, "deadline_headers", _check_headers("deadline_headers", self.deadline_headers)
+        )
+        (request_id_header,) = _check_headers("request_id_header", (self.request_id_header,))
+        object.__setattr__(self, "request_id_header", request_id_header)
+        object.__setattr__(self, "redirect_headers", _check_redirect_headers(self.redirect_headers))
+        for name in ("egress_allow", "egress_deny"):
+            object.__setattr__(self, name, _check_networks(name, getattr(self, name)))
         object.__setattr__(self, "upstreams", MappingProxyType(_check_upstreams(self.upstreams)))
         object.__setattr__(self, "proxies", MappingProxyType(_check_proxies(self.proxies)))
 
@@ -363,6 +449,8 @@ class PoolConfig:
             read_timeout=_first(override.read_timeout, self.read_timeout),
             retries=_first(override.retries, self.retries),
             max_response_bytes=_first(override.max_response_bytes, self.max_response_bytes),
+            propagate=_first(override.propagate, self.propagate),
+            ca_bundle=_first(override.ca_bundle, self.ca_bundle),
         )
 
     @classmethod
@@ -497,14 +585,55 @@ def _check_statuses(statuses: object) -> frozenset[int]:
     return found
 
 
-def _check_headers(names: object) -> tuple[str, ...]:
+def _check_bool(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected True or False, got {value!r}")
+
+
+def _check_ca_bundle(name: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not os.path.exists(value):
+        raise ConfigError(f"{name}: expected the path of a CA file or directory, got {value!r}")
+
+
+def _check_headers(setting: str, names: object) -> tuple[str, ...]:
     if isinstance(names, str | bytes) or not isinstance(names, Iterable):
-        raise ConfigError(f"deadline_headers: expected header names, got {names!r}")
+        raise ConfigError(f"{setting}: expected header names, got {names!r}")
     found = tuple(names)
     for name in found:
         if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ConfigError(f"deadline_headers: {name!r} is not a header name")
+            raise ConfigError(f"{setting}: {name!r} is not a header name")
     return found
+
+
+CREDENTIAL_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
+"""Headers that never go to another origin on a redirect, whatever ``redirect_headers`` says."""
+
+
+def _check_redirect_headers(names: object) -> frozenset[str]:
+    found = frozenset(name.lower() for name in _check_headers("redirect_headers", names))
+    credentials = sorted(found & CREDENTIAL_HEADERS)
+    if credentials:
+        raise ConfigError(
+            f"redirect_headers: {', '.join(credentials)} never go to another origin; "
+            f"remove them from the list"
+        )
+    return found
+
+
+def _check_networks(setting: str, networks: object) -> tuple[str, ...]:
+    if isinstance(networks, str | bytes) or not isinstance(networks, Iterable):
+        raise ConfigError(f"{setting}: expected networks like '10.0.0.0/8', got {networks!r}")
+    checked = []
+    for network in networks:
+        try:
+            checked.append(str(ipaddress.ip_network(network, strict=False)))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{setting}: {network!r} is not an address or network like '10.0.0.0/8'"
+            ) from None
+    return tuple(checked)
 
 
 def _upstream_settings(origin: str, settings: object) -> UpstreamSettings:

@@ -20,3 +20,12 @@ class ConfigError(WsgiPoolError, ValueError):
 
 class MissingClientError(WsgiPoolError, LookupError):
     """The WSGI environ holds no wsgi_pool client: the app is not wrapped in ``PoolMiddleware``."""
+
+
+class SharedStateError(WsgiPoolError, AttributeError):
+    """A handler tried to change what every request of the worker shares (its pools, their
+    adapter, the environment policy). Change your own client instead, or the config."""
+
+
+class InsecureRequestRefused(WsgiPoolError, ValueError):
+    """A call asked for ``verify=False`` and the config does not allow unverified TLS."""

@@ -15,8 +15,12 @@ catches, and names the upstream (``scheme://host:port``)::
     │   ├── UpstreamReset             closed or reset before the response was complete (also a
     │   │                             requests.ChunkedEncodingError, as requests raises mid-body)
     │   ├── UpstreamProtocolError     not valid HTTP/1.1 (also a requests.ChunkedEncodingError)
-    │   └── UpstreamTLSError          requests.SSLError
-    └── ResponseTooLarge              the body passed max_response_bytes
+    │   ├── UpstreamTLSError          requests.SSLError: no insecure fallback, ever
+    │   └── EgressDenied              the egress policy refused every address of the host
+    ├── ResponseTooLarge              the body passed max_response_bytes
+    └── RedirectRefused               a redirect the policy does not follow (https to http,
+        │                             a body to another origin, a scheme other than http(s))
+        └── TooManyRedirects          requests.TooManyRedirects: more than max_redirects
 """
 
 from __future__ import annotations
@@ -114,6 +118,33 @@ class UpstreamProtocolError(UpstreamConnectionError, requests.exceptions.Chunked
 
 class UpstreamTLSError(UpstreamConnectionError, requests.exceptions.SSLError):
     """The TLS handshake or the encrypted stream failed."""
+
+
+class EgressDenied(UpstreamConnectionError):
+    """The egress policy refused every address the upstream's host resolved to: nothing was sent.
+
+    ``addresses`` lists what was refused, each with the rule that refused it.
+    """
+
+    def __init__(
+        self, upstream: str, host: str, refused: list[tuple[str, str]], request: Any = None
+    ) -> None:
+        self.host = host
+        self.addresses = tuple(refused)
+        reasons = ", ".join(f"{address} ({rule})" for address, rule in refused)
+        super().__init__(
+            f"egress policy refused {host!r}: {reasons or 'it resolved to no address'}",
+            upstream=upstream,
+            request=request,
+        )
+
+
+class RedirectRefused(UpstreamError):
+    """The upstream redirected somewhere the redirect policy does not follow."""
+
+
+class TooManyRedirects(RedirectRefused, requests.exceptions.TooManyRedirects):
+    """More redirects than ``max_redirects``."""
 
 
 class ResponseTooLarge(UpstreamError):

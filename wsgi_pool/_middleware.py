@@ -12,6 +12,10 @@ The middleware finds this process's pools when a request arrives, never when it 
 app (under gunicorn's ``--preload`` that happens in the master, before the fork). When the
 server closes the response, connections the handler left checked out (an unread
 ``stream=True`` response) go back to the pool.
+
+It reads the incoming request id and trace context (validated; fresh ones when absent or
+invalid, with a warning for a rejected value) and the incoming budget. The request id is
+also left in ``environ["wsgi_pool.request_id"]`` for the app's own logs.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
-from . import _process
+from . import _process, _propagation
 from ._client import Client
 from ._config import PoolConfig
 from ._errors import MissingClientError
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 
 ENVIRON_KEY: Final = "wsgi_pool.client"
 """The environ key under which handlers find their request-scoped :class:`Client`."""
+
+REQUEST_ID_KEY: Final = "wsgi_pool.request_id"
+"""The environ key of the request id (the incoming one if valid, else a fresh one)."""
 
 
 class PoolMiddleware:
@@ -43,8 +50,15 @@ class PoolMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         self._pools = pools = _process.current(self._pools, self.config)
-        budget = incoming_budget(environ, pools.config.deadline_headers)
-        client = environ[ENVIRON_KEY] = Client(self.config, pools=pools, not_after=budget)
+        config = pools.config
+        propagation = _propagation.from_environ(environ, config.request_id_header)
+        environ[REQUEST_ID_KEY] = propagation.request_id
+        client = environ[ENVIRON_KEY] = Client(
+            self.config,
+            pools=pools,
+            not_after=incoming_budget(environ, config.deadline_headers),
+            propagation=propagation,
+        )
         try:
             body = self.app(environ, start_response)
         except BaseException:

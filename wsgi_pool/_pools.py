@@ -6,9 +6,14 @@ What requests leaves out is added here, each at the level where it can be done r
   pool timeout), capped by the call's deadline; client-side idle expiry; one transparent
   replay of a request that failed on a *reused* connection, when replaying is safe; each
   connection paired with the deadline of the call it carries, for the watchdog.
+- **the connections** (urllib3): the egress policy, judged on each address a host resolves
+  to, before connecting to it.
 - **the adapter** (requests): per-attempt timeouts capped by the deadline; retries with
   backoff, jitter and ``Retry-After``, within a per-upstream retry budget; every failure
-  turned into a wsgi_pool error naming the upstream; a cap on the decoded response body.
+  turned into a wsgi_pool error naming the upstream; a cap on the decoded response body;
+  TLS verification against the upstream's CA, never off unless the config allows it; the
+  request id and trace context, to the upstreams allowed to see them. It is frozen: a
+  handler cannot change or close what every request of the worker shares.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import logging
 import os
 import random
 import re
+import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,14 +37,23 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import EmptyPoolError, InvalidHeader, LocationParseError
+from urllib3.exceptions import (
+    EmptyPoolError,
+    InvalidHeader,
+    LocationParseError,
+    NameResolutionError,
+    NewConnectionError,
+)
 from urllib3.util import Retry, Timeout, parse_url
 
 from . import _deadline
 from ._config import DEADLINE_HEADER, PoolConfig, UpstreamSettings, normalize_origin, size_pools
 from ._deadline import Deadline, Watchdog
+from ._egress import EgressPolicy
+from ._errors import InsecureRequestRefused, SharedStateError
 from ._failures import (
     DeadlineExceeded,
+    EgressDenied,
     PoolTimeout,
     ResponseTooLarge,
     UpstreamConnectTimeout,
@@ -76,11 +91,62 @@ def replay_safe(method: str, headers: Mapping[str, Any] | None) -> bool:
 class _Connection(HTTPConnection):
     wp_deadline: Deadline | None = None
     wp_idle_since: float = 0.0
+    egress: EgressPolicy | None = None  # set by _pool_classes
+
+    def _new_conn(self) -> socket.socket:
+        return _connect_checked(self, super()._new_conn)
 
 
 class _HTTPSConnection(HTTPSConnection):
     wp_deadline: Deadline | None = None
     wp_idle_since: float = 0.0
+    egress: EgressPolicy | None = None  # set by _pool_classes
+
+    def _new_conn(self) -> socket.socket:
+        return _connect_checked(self, super()._new_conn)
+
+
+class _Refused(Exception):
+    """The egress policy refused every address of a host. Not an OSError, so urllib3 lets it through."""
+
+    def __init__(self, host: str, refused: list[tuple[str, str]]) -> None:
+        super().__init__(host)
+        self.host = host
+        self.refused = refused
+
+
+def _connect_checked(
+    conn: _Connection | _HTTPSConnection, connect: Callable[[], socket.socket]
+) -> socket.socket:
+    """Connect to the first address of the host the egress policy allows, trying each in turn."""
+    policy = conn.egress
+    if policy is None:
+        return connect()
+    host = conn._dns_host
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), conn.port, 0, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    allowed: list[str] = []
+    refused: list[tuple[str, str]] = []
+    for *_, sockaddr in found:
+        address = str(sockaddr[0])
+        why = policy.refuses(address)
+        if why is not None:
+            refused.append((address, why))
+        elif address not in allowed:
+            allowed.append(address)
+    if not allowed:
+        raise _Refused(conn.host, refused)
+    try:
+        for address in allowed[:-1]:
+            conn._dns_host = address
+            with contextlib.suppress(NewConnectionError):
+                return connect()
+        conn._dns_host = allowed[-1]
+        return connect()
+    finally:
+        conn._dns_host = host
 
 
 class _Counts:
@@ -190,13 +256,15 @@ def _resendable(body: Any) -> bool:
 
 
 def _pool_classes(
-    wait: float, idle_timeout: float, watchdog: Watchdog
+    wait: float, idle_timeout: float, watchdog: Watchdog, egress: EgressPolicy | None
 ) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes bound to one process's settings and watchdog."""
+    """urllib3 pool classes bound to one process's settings, watchdog and egress policy."""
     settings = {"pool_wait": wait, "idle_timeout": idle_timeout, "watchdog": watchdog}
+    plain = type("HTTPConnection", (_Connection,), {"egress": egress})
+    tls = type("HTTPSConnection", (_HTTPSConnection,), {"egress": egress})
     return {
-        "http": type("HTTPConnectionPool", (_HTTPPool,), settings),
-        "https": type("HTTPSConnectionPool", (_HTTPSPool,), settings),
+        "http": type("HTTPConnectionPool", (_HTTPPool,), {**settings, "ConnectionCls": plain}),
+        "https": type("HTTPSConnectionPool", (_HTTPSPool,), {**settings, "ConnectionCls": tls}),
     }
 
 
@@ -259,13 +327,40 @@ class UpstreamCounts(_Counts):
 # -- the adapter (requests) -----------------------------------------------------------------------
 
 
-class SharedAdapter(HTTPAdapter):
-    """The one requests adapter of a worker: its pools, deadlines, retries and limits."""
+class _ReadOnly:
+    """Attributes fixed once ``_frozen`` is set: every request of the worker shares the object."""
+
+    _frozen = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self._frozen:
+            raise SharedStateError(
+                f"{type(self).__name__} is shared by every request of the worker and is "
+                f"read-only (setting {name!r}): mount an adapter or set headers on your own "
+                f"client, or change the PoolConfig"
+            )
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self.__setattr__(name, None)
+
+
+class SharedAdapter(_ReadOnly, HTTPAdapter):
+    """The one requests adapter of a worker: its pools, deadlines, retries and limits.
+
+    Read-only once built: setting an attribute or calling :meth:`close` raises
+    :class:`SharedStateError`. The worker closes it with :meth:`shutdown`.
+    """
 
     def __init__(self, config: PoolConfig, watchdog: Watchdog) -> None:
         self.pool_config = config
         self.sizing = size_pools(config)
-        self._pool_classes = _pool_classes(self.sizing.pool_timeout, config.idle_timeout, watchdog)
+        self._pool_classes = _pool_classes(
+            self.sizing.pool_timeout,
+            config.idle_timeout,
+            watchdog,
+            EgressPolicy.from_config(config),
+        )
         # Per upstream (origin): effective settings and counts, created on first use. A dict
         # assignment is atomic; two threads racing on a new upstream build equal values.
         self._settings: dict[str, UpstreamSettings] = {}
@@ -277,6 +372,7 @@ class SharedAdapter(HTTPAdapter):
             pool_block=self.sizing.pool_block,
             max_retries=0,
         )
+        self._frozen = True
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
@@ -292,6 +388,13 @@ class SharedAdapter(HTTPAdapter):
         return manager
 
     def close(self) -> None:
+        """Refused: the shared pools close when the worker exits (:meth:`WorkerPools.close`)."""
+        raise SharedStateError(
+            "the worker's shared adapter closes when the worker exits, not from a handler; "
+            "close your own client (or the response) instead"
+        )
+
+    def shutdown(self) -> None:
         """Close every pool's idle connections, then forget the pools.
 
         urllib3 2 closes a pool it drops only when the pool is garbage-collected; a response
@@ -300,7 +403,7 @@ class SharedAdapter(HTTPAdapter):
         for manager in self._managers():
             for pool in live_pools(manager):
                 pool.close()
-        super().close()
+        super().close()  # what requests' close() does: forget the pools
 
     def _managers(self) -> list[Any]:
         return [self.poolmanager, *self.proxy_manager.values()]
@@ -349,6 +452,7 @@ class SharedAdapter(HTTPAdapter):
         proxies: Any = None,
     ) -> requests.Response:
         origin = origin_of(request.url or "")
+        verify = self._verification(origin, verify)
         deadline = _deadline.current()
         token = None
         if deadline is None:  # used without a Client's request(): the call is this send
@@ -360,6 +464,18 @@ class SharedAdapter(HTTPAdapter):
         finally:
             if token is not None:
                 _deadline.unbind(token)
+
+    def _verification(self, origin: str, verify: Any) -> Any:
+        """What verifies ``origin``: the caller's CA, else its upstream's, the config's, certifi's."""
+        if verify is True:
+            return self.settings_for(origin).ca_bundle or True
+        if not verify and not self.pool_config.allow_unverified:
+            raise InsecureRequestRefused(
+                f"{origin}: verify=False refused: TLS verification stays on unless the config "
+                f"sets allow_unverified=True; give this upstream its CA with "
+                f"UpstreamSettings(ca_bundle=...) instead"
+            )
+        return verify
 
     def attempt(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """One try through requests' adapter and urllib3, no retries."""
@@ -389,6 +505,11 @@ class _Call:
 
     def run(self, **kwargs: Any) -> requests.Response:
         config = self.adapter.pool_config
+        propagate = self.settings.propagate
+        if propagate:
+            trace = getattr(self.request, TRACE_ATTRIBUTE, None)
+            if trace is not None:
+                trace.apply(self.request.headers, config.request_id_header)
         self.counts.budget.record_request()
         closed_pool_retries = 0
         while True:
@@ -400,12 +521,16 @@ class _Call:
                     "retrying" if self.retried else "starting",
                     request=self.request,
                 )
-            if config.propagate_deadline:
+            if propagate and config.propagate_deadline:
                 self.request.headers[DEADLINE_HEADER] = str(max(int(remaining * 1000), 1))
             capped = remaining < self.connect or remaining < self.read
             timeout = Timeout(connect=min(self.connect, remaining), read=min(self.read, remaining))
             try:
                 response = self.adapter.attempt(self.request, timeout=timeout, **kwargs)
+            except _Refused as refused:
+                raise EgressDenied(
+                    self.origin, refused.host, refused.refused, request=self.request
+                ) from None
             except _DeadlineWhileWaiting:
                 raise DeadlineExceeded(
                     self.origin,
@@ -488,6 +613,7 @@ class _Call:
         declared = response.headers.get("Content-Length", "")
         if (
             limit is not None
+            and not response.is_redirect  # a redirect's body is discarded, never read
             and declared.isdigit()
             and int(declared) > limit
             and "Content-Encoding" not in response.headers
@@ -499,6 +625,9 @@ class _Call:
         response.wp_guard = _Guard(self.origin, self.deadline, limit)  # type: ignore[attr-defined]
         return response
 
+
+TRACE_ATTRIBUTE: Final = "wsgi_pool_propagation"
+"""The attribute of a ``PreparedRequest`` that holds the calling request's :class:`Propagation`."""
 
 _RETRY_AFTER: Final = Retry(respect_retry_after_header=True)
 
@@ -597,10 +726,10 @@ def _origin(scheme: str, authority: str) -> str:
         return f"{scheme.lower()}://{authority.lower()}"
 
 
-class WorkerPools:
+class WorkerPools(_ReadOnly):
     """The pools of one process, built after fork; every client of the process shares them.
 
-    Immutable after construction except for the urllib3 pools inside ``adapter`` and the
+    Read-only after construction except for the urllib3 pools inside ``adapter`` and the
     counters, which are thread-safe. ``pid`` is the process that built them: no other
     process may use them.
     """
@@ -612,6 +741,7 @@ class WorkerPools:
         self.adapter = SharedAdapter(config, self.watchdog)
         self.sizing = self.adapter.sizing
         self.proxies, self.no_proxy = _proxy_settings(config)
+        self._frozen = True
 
     def bypasses_proxy(self, host: str | None) -> bool:
         """Whether ``host`` matches the NO_PROXY list read at start (``trust_env``)."""
@@ -623,7 +753,7 @@ class WorkerPools:
 
     def close(self) -> None:
         """Close every idle pooled connection and stop the watchdog; connections in use close when returned."""
-        self.adapter.close()
+        self.adapter.shutdown()
         self.watchdog.close()
 
     def upstreams(self) -> dict[str, dict[str, int]]:

@@ -10,7 +10,8 @@ Every answer is JSON that echoes the request: ``method``, ``path``, ``tag`` (the
 header), ``caller`` (the ``X-Caller-Pid`` header), ``connection`` (which TCP connection
 carried it), ``cookie`` (the ``Cookie`` header) and ``headers``. Query parameters shape the
 answer: ``delay=0.2`` waits before answering, ``set_cookie=name=value`` sets a cookie,
-``size=N`` answers with N bytes instead of JSON, ``status=N`` answers with that status.
+``size=N`` answers with N bytes instead of JSON, ``status=N`` answers with that status,
+``location=URL`` adds a ``Location`` header (with ``status=302``: a redirect).
 
 The server records, per TCP connection, the caller process ids it saw: a connection that
 carried requests from two processes is a socket shared across a fork
@@ -104,6 +105,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             if "set_cookie" in query:
                 self.send_header("Set-Cookie", query["set_cookie"] + "; Path=/")
+            if "location" in query:
+                self.send_header("Location", query["location"])
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)

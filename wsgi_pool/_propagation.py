@@ -1,0 +1,160 @@
+"""The incoming request's id and W3C trace context: validated strictly, then passed on as they are.
+
+Only a value that passes its grammar is ever forwarded; anything else (too long, control
+characters, non-ASCII, a malformed ``traceparent``) is replaced by a fresh value and logged,
+never escaped or trimmed into something forwardable. A request with no id gets a fresh one.
+Which upstreams get these headers is the config's ``propagate`` (default: none).
+
+- ``X-Request-ID`` (the name is configurable): 1 to 128 characters of ``A-Z a-z 0-9 . _ : + / = @ -``.
+- ``traceparent`` (W3C Trace Context level 1): ``00-<32 hex>-<16 hex>-<2 hex>``, lower case,
+  ids not all zero; a later version is read as version 00 and sent on as one.
+- ``tracestate``: at most 32 ``key=value`` members, 512 characters, each key and value as the
+  W3C grammar says; sent only with the ``traceparent`` it came with.
+
+When the caller (or OpenTelemetry's instrumentation of requests) already set ``traceparent``
+on a call, neither trace header is touched: one trace context per call, never two.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+logger = logging.getLogger("wsgi_pool")
+
+MAX_REQUEST_ID: Final = 128
+MAX_TRACESTATE: Final = 512
+MAX_TRACESTATE_MEMBERS: Final = 32
+
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
+_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACESTATE_KEY: Final = re.compile(
+    r"[a-z][a-z0-9_*/-]{0,255}|[a-z0-9][a-z0-9_*/-]{0,240}@[a-z][a-z0-9_*/-]{0,13}"
+)
+_TRACESTATE_VALUE: Final = re.compile(
+    r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_ZERO_TRACE: Final = "0" * 32
+_ZERO_PARENT: Final = "0" * 16
+
+
+class Propagation:
+    """What one incoming request passes on to the upstreams allowed to see it. Immutable."""
+
+    __slots__ = ("request_id", "traceparent", "tracestate")
+
+    def __init__(self, request_id: str, traceparent: str, tracestate: str | None = None) -> None:
+        self.request_id = request_id
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+
+    @classmethod
+    def fresh(cls) -> Propagation:
+        """A new request id and a new, unsampled trace."""
+        return cls(new_request_id(), new_traceparent())
+
+    def apply(self, headers: MutableMapping[str, str], request_id_header: str) -> None:
+        """Add these headers to an outbound call's, keeping any the caller set itself."""
+        if request_id_header not in headers:
+            headers[request_id_header] = self.request_id
+        if "traceparent" not in headers:
+            headers["traceparent"] = self.traceparent
+            if self.tracestate is not None:
+                headers["tracestate"] = self.tracestate
+
+    def __repr__(self) -> str:
+        return f"<Propagation request_id={self.request_id!r} traceparent={self.traceparent!r}>"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_traceparent() -> str:
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+
+
+def from_environ(environ: WSGIEnvironment, request_id_header: str) -> Propagation:
+    """The validated id and trace context of an incoming request; fresh ones where needed."""
+    raw_id = environ.get(_environ_key(request_id_header))
+    request_id = check_request_id(raw_id)
+    if request_id is None:
+        request_id = new_request_id()
+        if raw_id is not None:
+            _rejected(request_id_header, raw_id, request_id)
+    raw_parent = environ.get("HTTP_TRACEPARENT")
+    traceparent = check_traceparent(raw_parent)
+    if traceparent is None:
+        traceparent = new_traceparent()
+        if raw_parent is not None:
+            _rejected("traceparent", raw_parent, request_id)
+        return Propagation(request_id, traceparent)
+    raw_state = environ.get("HTTP_TRACESTATE")
+    tracestate = check_tracestate(raw_state)
+    if tracestate is None and raw_state is not None:
+        _rejected("tracestate", raw_state, request_id)
+    return Propagation(request_id, traceparent, tracestate)
+
+
+def _environ_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _rejected(header: str, value: object, request_id: str) -> None:
+    shown = ascii(value[:64] if isinstance(value, str) else value)
+    logger.warning(
+        "request_id=%s: incoming %s header rejected (%s); not forwarded",
+        request_id,
+        header,
+        f"{len(value)} characters, starting {shown}" if isinstance(value, str) else shown,
+    )
+
+
+def check_request_id(value: object) -> str | None:
+    """``value`` if it is a valid request id, else None."""
+    if isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+def check_traceparent(value: object) -> str | None:
+    """``value`` as a version-00 ``traceparent`` if it is a valid one, else None."""
+    if not isinstance(value, str) or len(value) > MAX_TRACESTATE:
+        return None
+    text = value.strip(" \t")
+    found = _TRACEPARENT.match(text)
+    if found is None:
+        return None
+    version, trace_id, parent_id, flags = found.groups()
+    rest = text[found.end() :]
+    if version == "ff" or trace_id == _ZERO_TRACE or parent_id == _ZERO_PARENT:
+        return None
+    if rest and (version == "00" or not rest.startswith("-")):
+        return None
+    return f"00-{trace_id}-{parent_id}-{flags}"
+
+
+def check_tracestate(value: object) -> str | None:
+    """``value`` normalised (members trimmed, empty ones dropped) if it is a valid ``tracestate``."""
+    if not isinstance(value, str) or len(value) > MAX_TRACESTATE:
+        return None
+    members = [member.strip(" \t") for member in value.split(",")]
+    members = [member for member in members if member]
+    if not members or len(members) > MAX_TRACESTATE_MEMBERS:
+        return None
+    keys = set()
+    for member in members:
+        key, sep, state = member.partition("=")
+        if not sep or not _TRACESTATE_KEY.fullmatch(key) or not _TRACESTATE_VALUE.fullmatch(state):
+            return None
+        if key in keys:
+            return None
+        keys.add(key)
+    return ",".join(members)
