@@ -354,7 +354,7 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         propagate=False,
         request_id_header="X-Correlation-ID",
         max_redirects=2,
-        redirect_headers=frozenset({"accept", "x-tenant"}),
+        redirect_headers=("accept", "x-tenant"),
         ca_bundle=None,
         allow_unverified=True,
         egress_allow=("10.0.0.0/8", "fd00::/8"),

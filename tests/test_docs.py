@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+import certifi
 import pytest
 
 import wsgi_pool
@@ -78,12 +79,22 @@ def check_deadlines(namespace: dict[str, Any], upstream: Upstream) -> None:
     assert upstream.stats().requests_served == 2
 
 
+def check_trust_boundaries(namespace: dict[str, Any], upstream: Upstream) -> None:
+    config = namespace["config"]
+    settings = config.for_upstream("https://inventory.internal:443")
+    assert (settings.propagate, settings.ca_bundle) == (True, namespace["CA_FILE"])
+    assert config.for_upstream(upstream.url).propagate is False
+    with pytest.raises(wsgi_pool.EgressDenied):  # 127.0.0.1 is not globally routable
+        wsgi_pool.client(config).get(f"{upstream.url}/x")
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "app.py": check_app,
     "gunicorn.conf.py": check_gunicorn_conf,
     "flask": check_flask,
     "django view": check_django_view,
     "outside a request": check_outside_a_request,
+    "trust boundaries": check_trust_boundaries,
     "deadlines": check_deadlines,
     "config in code": check_config_in_code,
 }
@@ -108,7 +119,7 @@ def test_readme_snippet_runs(
 ) -> None:
     """The README snippet runs as written against a real upstream (the view from app.py is in scope)."""
     monkeypatch.setenv("INVENTORY_URL", upstream.url)
-    namespace: dict[str, Any] = {"__name__": "readme_snippet"}
+    namespace: dict[str, Any] = {"__name__": "readme_snippet", "CA_FILE": certifi.where()}
     exec(SNIPPETS[0], namespace)  # noqa: S102  (the README's own app.py, which later snippets build on)
     code = {snippet_label(c): c for c in SNIPPETS}[label]
     exec(code, namespace)  # noqa: S102

@@ -88,11 +88,16 @@ def test_a_host_name_is_judged_by_what_it_resolves_to(upstream: Upstream) -> Non
 def test_the_first_allowed_address_that_answers_is_used(
     upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A name with several addresses: denied ones are skipped, one that refuses is passed over."""
+    """A name with several addresses: denied ones are skipped, one that refuses is passed over, repeats tried once."""
     port = int(upstream.url.rsplit(":", 1)[1])
     dead = free_port("127.0.0.3")
     answers = {
-        "multi.test": [("127.0.0.9", port), ("127.0.0.3", port), ("127.0.0.1", port)],
+        "multi.test": [
+            ("127.0.0.9", port),
+            ("127.0.0.3", port),
+            ("127.0.0.1", port),
+            ("127.0.0.1", port),
+        ],
     }
     real = socket.getaddrinfo
 

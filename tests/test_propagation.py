@@ -149,6 +149,7 @@ def test_a_caller_set_header_wins(upstream: Upstream) -> None:
     assert (headers["traceparent"], headers["X-Request-ID"]) == (own, "mine")
     assert "tracestate" not in headers
     assert http.request_id == "req-1"
+    assert repr(http.propagation) == f"<Propagation request_id='req-1' traceparent='{TRACEPARENT}'>"
     assert Client().request_id is None
 
 
@@ -245,9 +246,7 @@ def test_tracestate_grammar(value: str | None, expected: str | None) -> None:
 def raw_request(server: GunicornServer, path: str, headers: list[bytes]) -> tuple[int, bytes]:
     """Send a request with exactly these header lines (any bytes); the status and body."""
     with socket.create_connection((server.host, server.port), timeout=30) as sock:
-        head = b"\r\n".join(
-            [f"GET {path} HTTP/1.0".encode(), b"Host: test", *headers]
-        )
+        head = b"\r\n".join([f"GET {path} HTTP/1.0".encode(), b"Host: test", *headers])
         sock.sendall(head + b"\r\n\r\n")
         data = b""
         while chunk := sock.recv(65536):

@@ -230,28 +230,45 @@ def test_auth_hooks_never_answer_another_origin(upstream: Upstream) -> None:
         assert "authorization" not in challenger.requests()[0].headers
 
 
-def large_then_reset_redirects(peer: Peer) -> None:
-    """/big: a redirect with a 1 MB body; /cut: one whose body stops half-way; /ok: 200."""
+def odd_redirect_bodies(peer: Peer) -> None:
+    """/big: a redirect with a 1 MB body; /cut: one whose body stops half-way; /stall: one whose body stalls."""
     while seen := peer.read_request():
         if seen.path == "/big":
             peer.respond("302 Found", b"x" * 1_000_000, ("Location: /ok",))
-        elif seen.path == "/cut":
+        elif seen.path in {"/cut", "/stall"}:
             peer.send(b"HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 1000\r\n\r\nxx")
+            if seen.path == "/stall":
+                peer.hold()
             return
         else:
             peer.respond()
 
 
 def test_redirect_bodies_are_drained_small_and_dropped_large() -> None:
-    """A large redirect body closes its connection unread; a broken one is dropped; both are followed."""
-    with FaultServer(large_then_reset_redirects) as server:
-        http = wsgi_pool.client()
+    """A large, cut or stalled redirect body closes its connection unread; each redirect is still followed."""
+    with FaultServer(odd_redirect_bodies) as server:
+        http = wsgi_pool.client(PoolConfig(read_timeout=0.3))
         big = http.get(f"{server.url}/big")
         assert (big.status_code, big.history[0].content) == (200, b"")
-        cut = http.get(f"{server.url}/cut")
-        assert cut.status_code == 200
-        assert server.connections == 3  # /big's and /cut's connections were not reused
+        assert http.get(f"{server.url}/cut").status_code == 200
+        stalled = http.get(f"{server.url}/stall")
+        assert (stalled.status_code, stalled.history[0].content) == (200, b"")
+        assert [s.path for s in server.requests()] == [
+            "/big",
+            "/ok",
+            "/cut",
+            "/ok",
+            "/stall",
+            "/ok",
+        ]
+        assert server.connections == 4  # /big's, /cut's and /stall's connections were not reused
         http.pools.close()
+
+
+def test_the_fragment_is_carried_to_a_location_without_one(upstream: Upstream) -> None:
+    """As RFC 9110 says, a Location with no fragment inherits the request's."""
+    answer = wsgi_pool.client().get(redirect(upstream, "/landed") + "#section")
+    assert answer.url == f"{upstream.url}/landed#section"
 
 
 def test_the_hop_uses_the_proxy_settings_of_its_own_host(

@@ -253,8 +253,8 @@ class Client(requests.Session):
             hop_proxies = self.merge_environment_settings(url, own_proxies, None, None, None)
             req = prepared
             if yield_requests:
-                yield req
-                return
+                yield req  # response.next: requests takes this one value and never resumes
+                return  # pragma: no cover
             resp = self.send(
                 req,
                 stream=stream,

@@ -296,8 +296,8 @@ class PoolConfig:
     )
     max_response_bytes: int | None = _setting(
         64 * MIB,
-        "Largest response body, counted after decompression (a gzip bomb stops early), "
-        "redirect bodies included; larger raises ResponseTooLarge. None: no limit.",
+        "Largest response body, counted after decompression (a gzip bomb stops early); "
+        "larger raises ResponseTooLarge. Redirect bodies are never decoded. None: no limit.",
         _parse_optional_int,
     )
     deadline_headers: tuple[str, ...] = _setting(
@@ -339,8 +339,8 @@ class PoolConfig:
         "max_redirects can only lower it).",
         _parse_int,
     )
-    redirect_headers: frozenset[str] = _setting(
-        frozenset({"accept", "accept-encoding", "accept-language", "user-agent"}),
+    redirect_headers: tuple[str, ...] = _setting(
+        ("accept", "accept-encoding", "accept-language", "user-agent"),
         "The only headers a redirect to another origin carries on (environment: "
         "'Accept,User-Agent'). Credentials (Authorization, Cookie, Proxy-Authorization) "
         "never cross origins, and cannot be listed.",
@@ -611,15 +611,15 @@ CREDENTIAL_HEADERS: Final = frozenset({"authorization", "cookie", "proxy-authori
 """Headers that never go to another origin on a redirect, whatever ``redirect_headers`` says."""
 
 
-def _check_redirect_headers(names: object) -> frozenset[str]:
-    found = frozenset(name.lower() for name in _check_headers("redirect_headers", names))
+def _check_redirect_headers(names: object) -> tuple[str, ...]:
+    found = {name.lower() for name in _check_headers("redirect_headers", names)}
     credentials = sorted(found & CREDENTIAL_HEADERS)
     if credentials:
         raise ConfigError(
             f"redirect_headers: {', '.join(credentials)} never go to another origin; "
             f"remove them from the list"
         )
-    return found
+    return tuple(sorted(found))
 
 
 def _check_networks(setting: str, networks: object) -> tuple[str, ...]:

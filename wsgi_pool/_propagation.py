@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wsgi_pool")
 
-MAX_REQUEST_ID: Final = 128
-MAX_TRACESTATE: Final = 512
+MAX_HEADER: Final = 512
+"""Longest ``traceparent`` read (a later version may add fields) and longest ``tracestate`` kept."""
+MAX_TRACESTATE: Final = MAX_HEADER
 MAX_TRACESTATE_MEMBERS: Final = 32
 
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
@@ -54,11 +55,6 @@ class Propagation:
         self.request_id = request_id
         self.traceparent = traceparent
         self.tracestate = tracestate
-
-    @classmethod
-    def fresh(cls) -> Propagation:
-        """A new request id and a new, unsampled trace."""
-        return cls(new_request_id(), new_traceparent())
 
     def apply(self, headers: MutableMapping[str, str], request_id_header: str) -> None:
         """Add these headers to an outbound call's, keeping any the caller set itself."""
@@ -126,7 +122,7 @@ def check_request_id(value: object) -> str | None:
 
 def check_traceparent(value: object) -> str | None:
     """``value`` as a version-00 ``traceparent`` if it is a valid one, else None."""
-    if not isinstance(value, str) or len(value) > MAX_TRACESTATE:
+    if not isinstance(value, str) or len(value) > MAX_HEADER:
         return None
     text = value.strip(" \t")
     found = _TRACEPARENT.match(text)

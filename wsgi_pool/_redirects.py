@@ -18,7 +18,7 @@ origin, and each redirect body is read and decoded in full. Here, hop by hop:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -66,7 +66,7 @@ def shape_hop(
     *,
     source: str,
     target: str,
-    keep: frozenset[str],
+    keep: Collection[str],
 ) -> None:
     """Make ``prepared`` (a copy of the last hop, its method already rewritten) fit for ``target``.
 
@@ -92,7 +92,7 @@ def shape_hop(
             f"refused a {response.status_code} redirect that would send the request body "
             f"to another origin ({target})",
         )
-    kept = keep | _BODY_HEADERS if response.status_code in _KEEPS_BODY else keep
+    kept = {*keep, *_BODY_HEADERS} if response.status_code in _KEEPS_BODY else keep
     _drop(prepared.headers, [name for name in prepared.headers if name.lower() not in kept])
     prepared._cookies = RequestsCookieJar()
     prepared.hooks = {
