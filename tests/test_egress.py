@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
+import trustme
 
 import wsgi_pool
 from wsgi_pool import EgressDenied, PoolConfig, UpstreamUnreachable
@@ -83,6 +85,21 @@ def test_a_host_name_is_judged_by_what_it_resolves_to(upstream: Upstream) -> Non
     http = wsgi_pool.client(PoolConfig(egress_deny=("127.0.0.1",)))
     with pytest.raises(EgressDenied, match=r"refused 'localhost': 127\.0\.0\.1 \(in egress_deny"):
         http.get(f"http://localhost:{port}/x")
+
+
+def test_tls_still_verifies_the_host_name_under_a_policy(tmp_path: Any) -> None:
+    """The policy connects to the checked address, but TLS verifies the name: a cert for 'localhost' only passes."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with Upstream(tls=context) as server:
+        port = server.url.rsplit(":", 1)[1]
+        http = wsgi_pool.client(PoolConfig(egress_deny=("10.0.0.0/8",), ca_bundle=str(ca_file)))
+        assert http.get(f"https://localhost:{port}/x").json()["path"] == "/x"
+        with pytest.raises(requests.exceptions.SSLError):
+            http.get(f"https://127.0.0.1:{port}/x")
 
 
 def test_the_first_allowed_address_that_answers_is_used(

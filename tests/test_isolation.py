@@ -15,6 +15,7 @@ from requests.adapters import HTTPAdapter
 
 import wsgi_pool
 from wsgi_pool import Client, PoolConfig, PoolMiddleware, SharedStateError
+from wsgi_pool._pools import _ReadOnly
 from wsgi_pool.testing import Upstream, free_port
 
 
@@ -45,6 +46,20 @@ def test_a_handler_cannot_change_or_close_the_shared_adapter(upstream: Upstream)
     with pytest.raises(TypeError):
         http.pools.proxies["http"] = "http://evil:1"  # type: ignore[index]
     assert wsgi_pool.client().get(f"{upstream.url}/still").json()["path"] == "/still"
+
+
+def test_read_only_starts_when_frozen() -> None:
+    """Before it is frozen a shared object is built normally; after, no attribute can change."""
+
+    class Shared(_ReadOnly):
+        pass
+
+    made = Shared()
+    made.value = 1
+    del made.value  # type: ignore[attr-defined]
+    made._frozen = True
+    with pytest.raises(SharedStateError, match="changing 'value'"):
+        made.value = 2
 
 
 def test_what_a_handler_sets_on_its_client_stays_in_its_request(

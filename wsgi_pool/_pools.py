@@ -333,16 +333,20 @@ class _ReadOnly:
     _frozen = False
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if self._frozen:
-            raise SharedStateError(
-                f"{type(self).__name__} is shared by every request of the worker and is "
-                f"read-only (setting {name!r}): mount an adapter or set headers on your own "
-                f"client, or change the PoolConfig"
-            )
+        self._check_writable(name)
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        self.__setattr__(name, None)
+        self._check_writable(name)
+        super().__delattr__(name)
+
+    def _check_writable(self, name: str) -> None:
+        if self._frozen:
+            raise SharedStateError(
+                f"{type(self).__name__} is shared by every request of the worker and is "
+                f"read-only (changing {name!r}): mount an adapter or set headers on your own "
+                f"client, or change the PoolConfig"
+            )
 
 
 class SharedAdapter(_ReadOnly, HTTPAdapter):
