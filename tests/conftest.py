@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from wsgi_pool import _process
 from wsgi_pool.testing import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def tls_context(ca: trustme.CA, *names: str, **validity: Any) -> ssl.SSLContext:
+    """A server TLS context with a certificate ``ca`` issued for ``names`` (``not_after=...``)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names, **validity).configure_cert(context)
+    return context
+
+
+def tls_upstream(ca: trustme.CA, *names: str, **validity: Any) -> Upstream:
+    """An HTTPS :class:`Upstream`, not started, with a certificate ``ca`` issued for ``names``."""
+    return Upstream(tls=tls_context(ca, *names, **validity))
+
+
+def write_ca(ca: trustme.CA, directory: Path, name: str = "ca.pem") -> str:
+    """Write ``ca``'s certificate into ``directory``; the file's path."""
+    path = directory / name
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import ssl
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +15,8 @@ import wsgi_pool
 from wsgi_pool import EgressDenied, PoolConfig, UpstreamUnreachable
 from wsgi_pool._egress import EgressPolicy
 from wsgi_pool.testing import Upstream, free_port
+
+from .conftest import tls_upstream, write_ca
 
 # Ways to write 127.0.0.2 that a check of the URL's text would not recognise.
 SPELLINGS = ["127.0.0.2", "2130706434", "0x7f000002", "127.2", "0177.0.0.2", "[::ffff:127.0.0.2]"]
@@ -90,13 +91,10 @@ def test_a_host_name_is_judged_by_what_it_resolves_to(upstream: Upstream) -> Non
 def test_tls_still_verifies_the_host_name_under_a_policy(tmp_path: Any) -> None:
     """The policy connects to the checked address, but TLS verifies the name: a cert for 'localhost' only passes."""
     ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    with Upstream(tls=context) as server:
+    with tls_upstream(ca, "localhost") as server:
         port = server.url.rsplit(":", 1)[1]
-        http = wsgi_pool.client(PoolConfig(egress_deny=("10.0.0.0/8",), ca_bundle=str(ca_file)))
+        config = PoolConfig(egress_deny=("10.0.0.0/8",), ca_bundle=write_ca(ca, tmp_path))
+        http = wsgi_pool.client(config)
         assert http.get(f"https://localhost:{port}/x").json()["path"] == "/x"
         with pytest.raises(requests.exceptions.SSLError):
             http.get(f"https://127.0.0.1:{port}/x")

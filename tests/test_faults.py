@@ -8,7 +8,6 @@ are closed the process has no more open descriptors than before the scenario.
 from __future__ import annotations
 
 import socket
-import ssl
 import threading
 import time
 import tracemalloc
@@ -22,7 +21,7 @@ import requests
 import trustme
 
 import wsgi_pool
-from tests.conftest import run_together
+from tests.conftest import run_together, tls_context, write_ca
 from tests.faults import (
     FaultServer,
     Peer,
@@ -719,11 +718,7 @@ def test_incoming_budget_bounds_outbound_calls_and_is_passed_on(harness: Harness
 def tls_pair(tmp_path: Any) -> tuple[Any, str]:
     """A server TLS context for 127.0.0.1 and the file of the CA that signed it."""
     ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return context, str(path)
+    return tls_context(ca, "127.0.0.1"), write_ca(ca, tmp_path)
 
 
 def test_nginx_closing_idle_connections_after_one_second(harness: Harness) -> None:

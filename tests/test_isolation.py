@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ import wsgi_pool
 from wsgi_pool import Client, PoolConfig, PoolMiddleware, SharedStateError
 from wsgi_pool._pools import _ReadOnly
 from wsgi_pool.testing import Upstream, free_port
+
+from .conftest import tls_upstream, write_ca
 
 
 def serve_once(middleware: PoolMiddleware, **environ: Any) -> None:
@@ -135,28 +136,21 @@ def test_netrc_credentials_are_never_sent(
     assert "Authorization" not in answer["headers"]
 
 
-def tls_server(ca: trustme.CA) -> Upstream:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return Upstream(tls=context)
-
-
 def test_ca_bundle_variables_are_never_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE and SSL_CERT_FILE do not change what is trusted; the config does."""
     ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    ca_file = write_ca(ca, tmp_path)
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
-        monkeypatch.setenv(name, str(ca_file))
-    with tls_server(ca) as server:
+        monkeypatch.setenv(name, ca_file)
+    with tls_upstream(ca, "127.0.0.1") as server:
         with requests.Session() as session:  # the control: requests trusts the variable
             assert session.get(f"{server.url}/x", timeout=5).status_code == 200
         for trust_env in (False, True):
             with pytest.raises(requests.exceptions.SSLError):
                 wsgi_pool.client(PoolConfig(trust_env=trust_env)).get(f"{server.url}/x")
-        trusted = wsgi_pool.client(PoolConfig(ca_bundle=str(ca_file)))
+        trusted = wsgi_pool.client(PoolConfig(ca_bundle=ca_file))
         assert trusted.get(f"{server.url}/x").status_code == 200
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,16 +21,12 @@ from wsgi_pool import (
 )
 from wsgi_pool.testing import Upstream
 
+from .conftest import tls_upstream, write_ca
+
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
-
-
-def tls_upstream(ca: trustme.CA, *names: str) -> Upstream:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names).configure_cert(context)
-    return Upstream(tls=context)
 
 
 @pytest.fixture
@@ -42,9 +37,7 @@ def https_upstream(ca: trustme.CA) -> Iterator[Upstream]:
 
 @pytest.fixture
 def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
+    return write_ca(ca, tmp_path)
 
 
 def test_https_calls_are_verified_and_pooled(https_upstream: Upstream, ca_file: str) -> None:
@@ -88,12 +81,11 @@ def test_https_pool_wait_is_bounded(https_upstream: Upstream, ca_file: str) -> N
 
 def test_an_expired_certificate_is_an_ssl_error(ca: trustme.CA, ca_file: str) -> None:
     """A certificate past its not-after date is rejected, with no retry and no request sent."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ended = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
-    ca.issue_cert(
-        "127.0.0.1", not_before=ended - datetime.timedelta(days=30), not_after=ended
-    ).configure_cert(context)
-    with Upstream(tls=context) as server:
+    expired = tls_upstream(
+        ca, "127.0.0.1", not_before=ended - datetime.timedelta(days=30), not_after=ended
+    )
+    with expired as server:
         with pytest.raises(UpstreamTLSError, match="certificate has expired") as caught:
             wsgi_pool.client().get(f"{server.url}/x", verify=ca_file)
         assert isinstance(caught.value, requests.exceptions.SSLError)
@@ -103,11 +95,7 @@ def test_an_expired_certificate_is_an_ssl_error(ca: trustme.CA, ca_file: str) ->
 def test_each_upstream_is_verified_with_its_own_ca(tmp_path: Path) -> None:
     """upstreams[origin].ca_bundle: each of two private CAs verifies its own upstream only."""
     cas = [trustme.CA(), trustme.CA()]
-    files = []
-    for number, authority in enumerate(cas):
-        path = tmp_path / f"ca{number}.pem"
-        authority.cert_pem.write_to_path(str(path))
-        files.append(str(path))
+    files = [write_ca(authority, tmp_path, f"ca{n}.pem") for n, authority in enumerate(cas)]
     with tls_upstream(cas[0], "127.0.0.1") as first, tls_upstream(cas[1], "127.0.0.1") as second:
         right = wsgi_pool.client(
             PoolConfig(
