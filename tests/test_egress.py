@@ -131,8 +131,14 @@ def test_the_first_allowed_address_that_answers_is_used(
     assert http.get(f"http://multi.test:{port}/x").json()["path"] == "/x"
 
 
-def test_a_name_that_does_not_resolve_is_unreachable() -> None:
+def test_a_name_that_does_not_resolve_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a policy, a failed lookup is still UpstreamUnreachable, as without one."""
+
+    def no_such_name(host: str, *args: Any, **kwargs: Any) -> Any:
+        # The only mock: a real lookup would leave loopback for this machine's resolver.
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
     http = wsgi_pool.client(PoolConfig(egress_deny=("10.0.0.0/8",), retries=0))
     with pytest.raises(UpstreamUnreachable, match="name resolution failed"):
         http.get("http://nonexistent.invalid/x")
