@@ -76,6 +76,17 @@ def test_a_cross_origin_hop_carries_only_the_allowed_headers(
     assert seen["User-Agent"].startswith("python-requests/")
 
 
+def test_the_call_cookies_stay_behind_on_later_hops(
+    upstream: Upstream, second_upstream: Upstream
+) -> None:
+    """A -> B -> B: the call's cookies for A are not picked up again by the hop within B."""
+    within_b = redirect(second_upstream, "/landed")
+    answer = wsgi_pool.client().get(redirect(upstream, within_b), cookies={"sid": "alice"})
+    assert [r.status_code for r in answer.history] == [302, 302]
+    assert answer.json()["path"] == "/landed"
+    assert answer.json()["cookie"] is None
+
+
 def test_the_headers_that_cross_origins_are_configurable(
     upstream: Upstream, second_upstream: Upstream
 ) -> None:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import BaseAdapter
-from requests.cookies import RequestsCookieJar, extract_cookies_to_jar, merge_cookies
+from requests.cookies import RequestsCookieJar
 from requests.exceptions import InvalidSchema
 from requests.hooks import default_hooks
 from requests.models import DEFAULT_REDIRECT_LIMIT
@@ -242,14 +242,13 @@ class Client(requests.Session):
             self.rebuild_method(prepared, resp)
             target = origin_of(url)
             _redirects.shape_hop(
-                prepared, resp, source=source, target=target, keep=config.redirect_headers
+                prepared,
+                resp,
+                source=source,
+                target=target,
+                keep=config.redirect_headers,
+                cookies=self.cookies,
             )
-            if source == target:
-                prepared.headers.pop("Cookie", None)
-                jar = prepared._cookies or RequestsCookieJar()
-                extract_cookies_to_jar(jar, req, resp.raw)
-                merge_cookies(jar, self.cookies)
-                prepared.prepare_cookies(jar)
             hop_proxies = self.merge_environment_settings(url, own_proxies, None, None, None)
             req = prepared
             if yield_requests:

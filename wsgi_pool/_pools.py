@@ -66,6 +66,10 @@ if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
     from urllib3.response import BaseHTTPResponse
 
+    _ConnectionBase = HTTPConnection  # what the mixin below is mixed into
+else:
+    _ConnectionBase = object
+
 logger = logging.getLogger("wsgi_pool")
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -88,7 +92,9 @@ def replay_safe(method: str, headers: Mapping[str, Any] | None) -> bool:
 # -- connections and pools (urllib3) ----------------------------------------------------------
 
 
-class _Connection(HTTPConnection):
+class _Pooled(_ConnectionBase):
+    """What wsgi_pool keeps on a pooled connection, and its connect under the egress policy."""
+
     wp_deadline: Deadline | None = None
     wp_idle_since: float = 0.0
     egress: EgressPolicy | None = None  # set by _pool_classes
@@ -97,13 +103,12 @@ class _Connection(HTTPConnection):
         return _connect_checked(self, super()._new_conn)
 
 
-class _HTTPSConnection(HTTPSConnection):
-    wp_deadline: Deadline | None = None
-    wp_idle_since: float = 0.0
-    egress: EgressPolicy | None = None  # set by _pool_classes
+class _Connection(_Pooled, HTTPConnection):
+    pass
 
-    def _new_conn(self) -> socket.socket:
-        return _connect_checked(self, super()._new_conn)
+
+class _HTTPSConnection(_Pooled, HTTPSConnection):
+    pass
 
 
 class _Refused(Exception):
@@ -115,9 +120,7 @@ class _Refused(Exception):
         self.refused = refused
 
 
-def _connect_checked(
-    conn: _Connection | _HTTPSConnection, connect: Callable[[], socket.socket]
-) -> socket.socket:
+def _connect_checked(conn: _Pooled, connect: Callable[[], socket.socket]) -> socket.socket:
     """Connect to the first address of the host the egress policy allows, trying each in turn."""
     policy = conn.egress
     if policy is None:
@@ -456,7 +459,6 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
         proxies: Any = None,
     ) -> requests.Response:
         origin = origin_of(request.url or "")
-        verify = self._verification(origin, verify)
         deadline = _deadline.current()
         token = None
         if deadline is None:  # used without a Client's request(): the call is this send
@@ -464,22 +466,12 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
             token = _deadline.bind(deadline)
         try:
             call = _Call(self, request, origin, deadline, timeout)
-            return call.run(stream=stream, verify=verify, cert=cert, proxies=proxies)
+            return call.run(
+                stream=stream, verify=call.verification(verify), cert=cert, proxies=proxies
+            )
         finally:
             if token is not None:
                 _deadline.unbind(token)
-
-    def _verification(self, origin: str, verify: Any) -> Any:
-        """What verifies ``origin``: the caller's CA, else its upstream's, the config's, certifi's."""
-        if verify is True:
-            return self.settings_for(origin).ca_bundle or True
-        if not verify and not self.pool_config.allow_unverified:
-            raise InsecureRequestRefused(
-                f"{origin}: verify=False refused: TLS verification stays on unless the config "
-                f"sets allow_unverified=True; give this upstream its CA with "
-                f"UpstreamSettings(ca_bundle=...) instead"
-            )
-        return verify
 
     def attempt(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """One try through requests' adapter and urllib3, no retries."""
@@ -506,6 +498,18 @@ class _Call:
         self.counts = adapter.counts_for(origin)
         self.retries_left = self.settings.retries or 0
         self.retried = 0
+
+    def verification(self, verify: Any) -> Any:
+        """What verifies the upstream: the caller's CA, else the upstream's, the config's, certifi's."""
+        if verify is True:
+            return self.settings.ca_bundle or True
+        if not verify and not self.adapter.pool_config.allow_unverified:
+            raise InsecureRequestRefused(
+                f"{self.origin}: verify=False refused: TLS verification stays on unless the "
+                f"config sets allow_unverified=True; give this upstream its CA with "
+                f"UpstreamSettings(ca_bundle=...) instead"
+            )
+        return verify
 
     def run(self, **kwargs: Any) -> requests.Response:
         config = self.adapter.pool_config

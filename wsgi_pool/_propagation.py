@@ -31,7 +31,6 @@ logger = logging.getLogger("wsgi_pool")
 
 MAX_HEADER: Final = 512
 """Longest ``traceparent`` read (a later version may add fields) and longest ``tracestate`` kept."""
-MAX_TRACESTATE: Final = MAX_HEADER
 MAX_TRACESTATE_MEMBERS: Final = 32
 
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
@@ -139,7 +138,7 @@ def check_traceparent(value: object) -> str | None:
 
 def check_tracestate(value: object) -> str | None:
     """``value`` normalised (members trimmed, empty ones dropped) if it is a valid ``tracestate``."""
-    if not isinstance(value, str) or len(value) > MAX_TRACESTATE:
+    if not isinstance(value, str) or len(value) > MAX_HEADER:
         return None
     members = [member.strip(" \t") for member in value.split(",")]
     members = [member for member in members if member]

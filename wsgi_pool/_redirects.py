@@ -19,12 +19,13 @@ origin, and each redirect body is read and decoded in full. Here, hop by hop:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, MutableMapping
+from http.cookiejar import CookieJar
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.auth import AuthBase
-from requests.cookies import RequestsCookieJar
+from requests.cookies import RequestsCookieJar, extract_cookies_to_jar, merge_cookies
 from requests.utils import requote_uri
 from urllib3.exceptions import HTTPError
 
@@ -67,11 +68,12 @@ def shape_hop(
     source: str,
     target: str,
     keep: Collection[str],
+    cookies: CookieJar,
 ) -> None:
     """Make ``prepared`` (a copy of the last hop, its method already rewritten) fit for ``target``.
 
-    ``source`` and ``target`` are origins. Raises :class:`RedirectRefused` for a hop the
-    policy does not follow.
+    ``source`` and ``target`` are origins; ``cookies`` is the client's jar. Raises
+    :class:`RedirectRefused` for a hop the policy does not follow.
     """
     url = prepared.url or ""
     scheme = urlsplit(url).scheme.lower()
@@ -83,7 +85,12 @@ def shape_hop(
         _drop(prepared.headers, _BODY_HEADERS)
         prepared.body = None
     prepared.headers.pop("Proxy-Authorization", None)  # the proxy's: set per proxy, not per hop
-    if source == target:
+    prepared.headers.pop("Cookie", None)
+    if source == target:  # as requests does: the call's cookies, the redirect's, the client's
+        jar = prepared._cookies or RequestsCookieJar()
+        extract_cookies_to_jar(jar, response.request, response.raw)
+        merge_cookies(jar, cookies)
+        prepared.prepare_cookies(jar)
         return
     if prepared.body:
         raise _refused(
@@ -94,7 +101,7 @@ def shape_hop(
         )
     kept = {*keep, *_BODY_HEADERS} if response.status_code in _KEEPS_BODY else keep
     _drop(prepared.headers, [name for name in prepared.headers if name.lower() not in kept])
-    prepared._cookies = RequestsCookieJar()
+    prepared._cookies = RequestsCookieJar()  # the call's cookies stay with the first origin
     prepared.hooks = {
         event: [hook for hook in hooks if not isinstance(getattr(hook, "__self__", None), AuthBase)]
         for event, hooks in prepared.hooks.items()
