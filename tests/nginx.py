@@ -1,7 +1,12 @@
-"""A real nginx on 127.0.0.1 in the foreground, its files in a temporary directory."""
+"""A real nginx on 127.0.0.1 in the foreground, its files in a temporary directory.
+
+Used by the fault suite (a short ``keepalive_timeout``) and by the wire benchmark (an https
+server beside the http one, a long keep-alive).
+"""
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import socket
 import subprocess
@@ -17,7 +22,7 @@ master_process off;
 worker_processes 1;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
-events {{ worker_connections 64; }}
+events {{ worker_connections 1024; }}
 http {{
     access_log off;
     client_body_temp_path {root}/body;
@@ -26,11 +31,28 @@ http {{
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
     keepalive_timeout {keepalive};
+    keepalive_requests 1000000;
     server {{
         listen 127.0.0.1:{port};
-        location / {{ return 200 "ok"; }}
+{locations}
     }}
+{tls_server}
 }}
+"""
+
+LOCATIONS = """
+        location / {{ return 200 "ok"; }}
+        location /echo {{ return 200 "$arg_id"; }}
+        location = /nginx_status {{ stub_status; }}
+"""
+
+TLS_SERVER = """
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+{locations}
+    }}
 """
 
 
@@ -46,11 +68,19 @@ def nginx_binary() -> str:
 
 
 class Nginx(_Running):
-    """nginx serving 200 "ok" on a free loopback port with the given ``keepalive_timeout``."""
+    """nginx on a free loopback port with the given ``keepalive_timeout``.
 
-    def __init__(self, keepalive: str = "1s") -> None:
+    It answers 200 "ok", echoes the ``id`` query argument at ``/echo``, and reports its
+    connection counts at ``/nginx_status``. With ``tls`` (the certificate chain file and the
+    key file) it also serves the same over https on ``tls_port``.
+    """
+
+    def __init__(self, keepalive: str = "1s", *, tls: tuple[str, str] | None = None) -> None:
         self.keepalive = keepalive
+        self.tls = tls
         self.port = 0
+        self.tls_port = 0
+        self._asked = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -58,12 +88,44 @@ class Nginx(_Running):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    def accepted(self) -> int:
+        """Connections nginx accepted so far (``stub_status``), less those this method opened to ask."""
+        self._asked += 1
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("GET", "/nginx_status")
+            text = connection.getresponse().read().decode()
+        finally:
+            connection.close()
+        # "Active connections: 1 \nserver accepts handled requests\n 7 7 9 \n..."
+        return int(text.splitlines()[2].split()[0]) - self._asked
+
     def start(self) -> Nginx:
         self._dir = tempfile.TemporaryDirectory(prefix="wsgi_pool-nginx-")
         root = self._dir.name
         self.port = free_port()
+        locations = LOCATIONS.format()
+        tls_server = ""
+        if self.tls is not None:
+            self.tls_port = free_port()
+            cert, key = self.tls
+            tls_server = TLS_SERVER.format(
+                port=self.tls_port, cert=cert, key=key, locations=locations
+            )
         conf = Path(root) / "nginx.conf"
-        conf.write_text(CONFIG.format(root=root, port=self.port, keepalive=self.keepalive))
+        conf.write_text(
+            CONFIG.format(
+                root=root,
+                port=self.port,
+                keepalive=self.keepalive,
+                locations=locations,
+                tls_server=tls_server,
+            )
+        )
         self._process = subprocess.Popen(
             [nginx_binary(), "-p", root, "-e", f"{root}/error.log", "-c", str(conf)],
             stdout=subprocess.DEVNULL,

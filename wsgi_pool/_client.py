@@ -6,17 +6,19 @@ import contextlib
 import contextvars
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from datetime import timedelta
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import BaseAdapter
-from requests.cookies import RequestsCookieJar
+from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
 from requests.exceptions import InvalidSchema
-from requests.hooks import default_hooks
+from requests.hooks import default_hooks, dispatch_hook
 from requests.models import DEFAULT_REDIRECT_LIMIT
-from requests.sessions import merge_setting
+from requests.sessions import merge_hooks
+from requests.structures import CaseInsensitiveDict
 from requests.utils import default_headers
 from urllib3.util import parse_url
 
@@ -25,8 +27,9 @@ from ._config import PoolConfig, check_seconds
 from ._deadline import Deadline
 from ._errors import SharedStateError
 from ._failures import TooManyRedirects
-from ._pools import TRACE_ATTRIBUTE, WorkerPools, origin_of
+from ._pools import TRACE_ATTRIBUTE, WorkerPools, origin_of, read_body
 from ._propagation import Propagation
+from ._transport import prepared_url, sets_cookie
 
 _block_ends: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "wsgi_pool.block_deadline", default=None
@@ -51,6 +54,60 @@ def deadline(seconds: float) -> Iterator[None]:
         yield
     finally:
         _block_ends.reset(token)
+
+
+_SESSION_SEND: Final = requests.Session.send
+"""requests' own ``Session.send``; an instrumentation that replaces it gets requests' send path."""
+
+
+def _merged(
+    call_setting: Any,
+    client_setting: Any,
+    dict_class: Callable[[Any], MutableMapping[Any, Any]] = OrderedDict,
+) -> Any:
+    """requests' ``merge_setting``: the call's setting over the client's, None values removed."""
+    if client_setting is None:
+        return call_setting
+    if call_setting is None:
+        return client_setting
+    if not (isinstance(client_setting, Mapping) and isinstance(call_setting, Mapping)):
+        return call_setting
+    merged = dict_class(client_setting.items())
+    merged.update(call_setting.items())
+    for key in [key for key, value in merged.items() if value is None]:
+        del merged[key]
+    return merged
+
+
+class _Headers(CaseInsensitiveDict[Any]):
+    """A client's headers: it notes the first change, so unchanged defaults are checked only once."""
+
+    changed = False
+
+    @classmethod
+    def defaults(cls) -> _Headers:
+        """requests' default headers, unchanged."""
+        headers = cls(default_headers())
+        headers.changed = False
+        return headers
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.changed = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.changed = True
+        super().__delitem__(key)
+
+
+def _checked_defaults() -> CaseInsensitiveDict[Any]:
+    prepared = requests.PreparedRequest()
+    prepared.prepare_headers(default_headers())
+    return prepared.headers
+
+
+_CHECKED_DEFAULTS: Final = _checked_defaults()
+"""requests' default headers as ``PreparedRequest.prepare_headers`` leaves them (validated)."""
 
 
 def _holds_connection(response: requests.Response) -> bool:
@@ -93,7 +150,7 @@ class Client(requests.Session):
         self.propagation = propagation
         """The incoming request's id and trace context, sent to upstreams allowed to see them."""
         self._streams: list[requests.Response] | None = None
-        self.headers = default_headers()
+        self.headers = _Headers.defaults()
         self.auth = None
         self.proxies = {}
         self.hooks = default_hooks()
@@ -181,11 +238,41 @@ class Client(requests.Session):
         if base and pools.no_proxy and pools.bypasses_proxy(parse_url(url or "").host):
             base = {}
         return {
-            "proxies": merge_setting(proxies, merge_setting(self.proxies, base)),
-            "stream": merge_setting(stream, self.stream),
-            "verify": merge_setting(verify, self.verify),
-            "cert": merge_setting(cert, self.cert),
+            "proxies": _merged(proxies, _merged(self.proxies, base)),
+            "stream": _merged(stream, self.stream),
+            "verify": _merged(verify, self.verify),
+            "cert": _merged(cert, self.cert),
         }
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        """requests' preparation, less what a call without cookies does not need.
+
+        The result is requests' own: a call with cookies (given, or kept from an earlier
+        response) is prepared by requests; otherwise the settings are merged as requests
+        merges them, and the cookie jar and URL credentials are looked at only if there are any.
+        """
+        if request.cookies or self.cookies:
+            return super().prepare_request(request)
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method(request.method)
+        params = _merged(request.params, self.params) or None
+        url = request.url
+        quick = prepared_url(url) if params is None and isinstance(url, str) else None
+        if quick is None:
+            prepared.prepare_url(cast(Any, url), params)
+        else:
+            prepared.url = quick
+        if not request.headers and isinstance(self.headers, _Headers) and not self.headers.changed:
+            prepared.headers = _CHECKED_DEFAULTS.copy()  # what prepare_headers would make of them
+        else:
+            prepared.prepare_headers(_merged(request.headers, self.headers, CaseInsensitiveDict))
+        prepared._cookies = RequestsCookieJar()
+        prepared.prepare_body(request.data, request.files, request.json)
+        auth = _merged(request.auth, self.auth)
+        if auth is not None or "@" in (prepared.url or ""):
+            prepared.prepare_auth(auth, prepared.url or "")
+        prepared.prepare_hooks(merge_hooks(request.hooks, self.hooks))
+        return prepared
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if self.propagation is not None:
@@ -196,7 +283,10 @@ class Client(requests.Session):
             )["proxies"]
         token = self._bind_deadline(request.url, None) if _deadline.current() is None else None
         try:
-            response = super().send(request, **kwargs)
+            if requests.Session.send is _SESSION_SEND:
+                response = self._send(request, **kwargs)
+            else:  # an instrumentation (OpenTelemetry's) wraps Session.send: it sees every call
+                response = super().send(request, **kwargs)
         finally:
             if token is not None:
                 _deadline.unbind(token)
@@ -206,6 +296,42 @@ class Client(requests.Session):
             self._streams = [r for r in self._streams or () if _holds_connection(r)]
             self._streams.append(response)
         return response
+
+    def _send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        """requests' ``Session.send``, less the cookie parser on responses that set no cookie."""
+        if isinstance(cast(Any, request), requests.Request):
+            raise ValueError("You can only send PreparedRequests.")
+        kwargs.setdefault("stream", self.stream)
+        kwargs.setdefault("verify", self.verify)
+        kwargs.setdefault("cert", self.cert)
+        allow_redirects = kwargs.pop("allow_redirects", True)
+        adapter = self.get_adapter(request.url or "")
+        start = time.perf_counter()
+        response: requests.Response = adapter.send(request, **kwargs)
+        response.elapsed = timedelta(seconds=time.perf_counter() - start)
+        response = dispatch_hook("response", request.hooks, response, **kwargs)
+        for earlier in response.history:  # set by a hook
+            self._keep_cookies(earlier.request, earlier.raw)
+        self._keep_cookies(request, response.raw)
+        if response.is_redirect:
+            if allow_redirects:
+                history = [response, *self.resolve_redirects(response, request, **kwargs)]
+                response = history.pop()
+                response.history = history
+            else:
+                response._next = next(
+                    self.resolve_redirects(response, request, yield_requests=True, **kwargs),
+                    None,
+                )
+        if not kwargs["stream"]:
+            read_body(response)
+        return response
+
+    def _keep_cookies(self, request: Any, raw: Any) -> None:
+        if not isinstance(self.cookies, DiscardingCookieJar) and sets_cookie(
+            getattr(raw, "headers", None)
+        ):
+            extract_cookies_to_jar(self.cookies, request, raw)
 
     def resolve_redirects(  # noqa: PLR0917  (requests' signature)
         self,

@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import extract_cookies_to_jar
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers, select_proxy
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
@@ -46,7 +49,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util import Retry, Timeout, parse_url
 
-from . import _deadline
+from . import _deadline, _transport
 from ._config import DEADLINE_HEADER, PoolConfig, UpstreamSettings, normalize_origin, size_pools
 from ._deadline import Deadline, Watchdog
 from ._egress import EgressPolicy
@@ -181,6 +184,7 @@ class _HTTPPool(HTTPConnectionPool):
     """urllib3's pool, with the wait, idle expiry, stale replay and deadline pairing above."""
 
     ConnectionCls: type[BaseHTTPConnection] | type[BaseHTTPSConnection] = _Connection
+    wp_checked: tuple[Any, Any] | None = None  # the verify and cert requests checked it for
     pool_wait: float = 0.0
     idle_timeout: float = 0.0
     watchdog: Watchdog  # set by _pool_classes
@@ -373,6 +377,7 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
         self._settings: dict[str, UpstreamSettings] = {}
         self._counts: dict[str, UpstreamCounts] = {}
         self._counts_lock = threading.Lock()
+        self._finder = _transport.PoolFinder(self)
         super().__init__(
             pool_connections=self.sizing.pool_connections,
             pool_maxsize=self.sizing.pool_maxsize,
@@ -473,9 +478,40 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
             if token is not None:
                 _deadline.unbind(token)
 
-    def attempt(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        """One try through requests' adapter and urllib3, no retries."""
-        return super().send(request, **kwargs)
+    def attempt(
+        self,
+        request: requests.PreparedRequest,
+        *,
+        stream: bool,
+        timeout: Any,
+        verify: Any,
+        cert: Any,
+        proxies: Any,
+    ) -> requests.Response:
+        """One try, no retries: straight to the urllib3 pool, or through requests' adapter to a proxy."""
+        if proxies and select_proxy(request.url or "", proxies) is not None:
+            return super().send(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            )
+        pool = self._finder.pool_for(request, verify, cert)
+        return self.build_response(
+            request, _transport.send(pool, request, timeout, self.max_retries)
+        )
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """requests' response for urllib3's ``resp``; the cookie parser runs only if a cookie is set."""
+        response = _Response()
+        response.status_code = resp.status
+        response.headers = headers = CaseInsensitiveDict(resp.headers)
+        response.encoding = get_encoding_from_headers(headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url.decode("utf-8") if isinstance(req.url, bytes) else req.url  # type: ignore[assignment]
+        if _transport.sets_cookie(headers):
+            extract_cookies_to_jar(response.cookies, req, resp)
+        response.request = req
+        response.connection = self
+        return response
 
 
 class _Call:
@@ -629,7 +665,6 @@ class _Call:
         ):
             response.close()
             raise ResponseTooLarge(self.origin, limit, 0, request=self.request, response=response)
-        response.__class__ = _Response
         response.wp_guard = _Guard(self.origin, self.deadline, limit)  # type: ignore[attr-defined]
         return response
 
@@ -692,7 +727,7 @@ class _Response(requests.Response):
 
     def _guarded(self, chunks: Iterator[Any], guard: _Guard) -> Iterator[Any]:
         received = 0
-        try:
+        with self._translated(guard):
             for chunk in chunks:
                 received += len(chunk)
                 if guard.limit is not None and received > guard.limit:
@@ -700,6 +735,35 @@ class _Response(requests.Response):
                         guard.upstream, guard.limit, received, request=self.request, response=self
                     )
                 yield chunk
+
+    def read_body(self) -> None:
+        """Read the whole body now, as requests' ``content`` does, in one read of the raw response."""
+        guard = self.wp_guard
+        if (
+            guard is None
+            or self._content is not False
+            or self._content_consumed
+            or self.raw is None
+            or self.raw.chunked  # read as requests reads it: chunk by chunk, its errors
+            or self.status_code == 0
+        ):
+            self.content  # noqa: B018  (requests' own answer: the body read, None, or its error)
+            return
+        limit = guard.limit
+        with self._translated(guard):
+            body = _transport.read_all(self.raw, None if limit is None else limit + 1)
+            if limit is not None and len(body) > limit:
+                raise ResponseTooLarge(
+                    guard.upstream, limit, len(body), request=self.request, response=self
+                )
+        self._content = body
+        self._content_consumed = True
+
+    @contextlib.contextmanager
+    def _translated(self, guard: _Guard) -> Iterator[None]:
+        """Errors while reading the body: the response closed, the error naming the upstream."""
+        try:
+            yield
         except ResponseTooLarge:
             self.close()
             raise
@@ -713,6 +777,14 @@ class _Response(requests.Response):
 def live_pools(manager: Any) -> list[HTTPConnectionPool]:
     """The pools a urllib3 pool manager holds now; one evicted meanwhile is skipped."""
     return list(filter(None, [manager.pools.get(key) for key in manager.pools.keys()]))  # noqa: SIM118  (urllib3's container refuses iteration)
+
+
+def read_body(response: requests.Response) -> None:
+    """Read a response's body now, as requests does for a call that does not stream it."""
+    if isinstance(response, _Response):
+        response.read_body()
+    else:  # from an adapter the client mounted
+        response.content  # noqa: B018  (reads the body)
 
 
 def origin_of(url: str) -> str:
