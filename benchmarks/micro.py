@@ -77,7 +77,9 @@ class _EnvironClient:
 
     def __call__(self, target: str) -> bytes:
         if self.calls % 3 == 0:
-            self.client = Client(pools=self.pools, propagation=from_environ(ENVIRON, "X-Request-ID"))
+            self.client = Client(
+                pools=self.pools, propagation=from_environ(ENVIRON, "X-Request-ID")
+            )
         self.calls += 1
         return self.client.get(target).content
 
@@ -114,7 +116,7 @@ def main() -> None:
     def nothing(environ: dict[str, str], start_response: object) -> list[bytes]:
         return [b"ok"]
 
-    wrapped = PoolMiddleware(nothing)  # type: ignore[arg-type]
+    wrapped = PoolMiddleware(nothing)
     bare = min(timeit.repeat(lambda: nothing(dict(ENVIRON), None), number=number, repeat=3))
     full = min(timeit.repeat(lambda: wrapped(dict(ENVIRON), None), number=number, repeat=3))  # type: ignore[arg-type]
     result["middleware per incoming request (no call)"] = (full - bare) / number * 1e6

@@ -132,7 +132,12 @@ def worker_stats(url: str, workers: int) -> dict[int, dict[str, Any]]:
 
 @contextmanager
 def gunicorn(
-    app: str, env: dict[str, str], *, threads: int, workers: int = WORKERS, flags: Sequence[str] = ()
+    app: str,
+    env: dict[str, str],
+    *,
+    threads: int,
+    workers: int = WORKERS,
+    flags: Sequence[str] = (),
 ) -> Iterator[GunicornServer]:
     """gunicorn (gthread, ``--reuse-port``) with deploy/gunicorn.conf.py, every worker answering."""
     server = GunicornServer(
@@ -166,9 +171,7 @@ def wrk(url: str, connections: int, seconds: float, *, measured: bool) -> dict[s
     command = ["wrk", "-t1", f"-c{connections}", duration, "--latency", "--timeout", "10s"]
     if measured:
         command += ["-H", "X-Bench: measure"]
-    out = subprocess.run(  # noqa: S603  (a fixed command)
-        [*command, url], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     found = {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "non_2xx": 0.0,
@@ -178,13 +181,22 @@ def wrk(url: str, connections: int, seconds: float, *, measured: bool) -> dict[s
         found[key] = _milliseconds(re.search(rf"\s{percent}%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         found["non_2xx"] = float(match.group(1))
-    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    ):
         found["socket_errors"] = float(sum(int(n) for n in match.groups()))
     return found
 
 
 def measure(
-    nginx: Nginx, ca: str, pattern: str, scheme: str, *, threads: int, seconds: float, path: str = "/"
+    nginx: Nginx,
+    ca: str,
+    pattern: str,
+    scheme: str,
+    *,
+    threads: int,
+    seconds: float,
+    path: str = "/",
 ) -> Cell:
     """One cell: serve ``pattern``, warm it up, then measure it under wrk."""
     cell = Cell(pattern, scheme, threads)
@@ -248,7 +260,7 @@ def summary(runs: list[list[Cell]]) -> str:
 
 
 def patterns_run(
-    nginx: Nginx, ca: str, run: int, seconds: float, threads: int, chosen: Sequence[str]
+    nginx: Nginx, ca: str, run: int, *, seconds: float, threads: int, chosen: Sequence[str]
 ) -> list[Cell]:
     """The chosen patterns over both schemes, in an order that alternates from run to run."""
     order = list(chosen) if run % 2 == 0 else list(reversed(chosen))
@@ -277,12 +289,16 @@ def scaling(nginx: Nginx, ca: str, seconds: float) -> list[Cell]:
     return cells
 
 
-def middleware_cost(nginx: Nginx, ca: str, seconds: float, rounds: int) -> list[tuple[float, float]]:
+def middleware_cost(
+    nginx: Nginx, ca: str, seconds: float, rounds: int
+) -> list[tuple[float, float]]:
     """req/s of an app that makes no call, bare and wrapped in PoolMiddleware, alternating."""
     pairs = []
     for round_number in range(rounds):
         found: dict[str, float] = {}
-        order = ("bare", "bare_middleware") if round_number % 2 == 0 else ("bare_middleware", "bare")
+        order = (
+            ("bare", "bare_middleware") if round_number % 2 == 0 else ("bare_middleware", "bare")
+        )
         for pattern in order:
             cell = measure(nginx, ca, pattern, "http", threads=8, seconds=seconds, path="/_bare")
             found[pattern] = cell.rps
@@ -293,7 +309,7 @@ def middleware_cost(nginx: Nginx, ca: str, seconds: float, rounds: int) -> list[
 
 def micro(url: str, ca: str, environment: dict[str, str], calls: int) -> dict[str, float]:
     """The single-thread per-call micro benchmark, in a process with exactly ``environment``."""
-    out = subprocess.run(  # noqa: S603  (this interpreter, this package)
+    out = subprocess.run(
         [sys.executable, "-m", "benchmarks.micro", url, ca, str(calls)],
         capture_output=True,
         text=True,
@@ -330,7 +346,11 @@ def memory(nginx: Nginx) -> dict[str, dict[str, int]]:
         env = {"BENCH_MODE": mode, "BENCH_UPSTREAM": nginx.url}
         if mode == "wsgi_pool":
             flags = ["-c", str(ROOT / "deploy" / "gunicorn.conf.py"), *flags]
-            env |= {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "1", "GUNICORN_WORKER_CLASS": "sync"}
+            env |= {
+                "WEB_CONCURRENCY": "1",
+                "GUNICORN_THREADS": "1",
+                "GUNICORN_WORKER_CLASS": "sync",
+            }
         with GunicornServer("benchmarks.memory_app:app", flags, env=env, cwd=str(ROOT)) as server:
             for _ in range(50):
                 _get(server.url, "/")
@@ -354,15 +374,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     parts = set(args.only or ("patterns", "scaling", "middleware", "micro", "memory"))
-    with tempfile.TemporaryDirectory(prefix="wsgi_pool-bench-") as directory, upstream(
-        directory
-    ) as (nginx, ca):
+    with (
+        tempfile.TemporaryDirectory(prefix="wsgi_pool-bench-") as directory,
+        upstream(directory) as (nginx, ca),
+    ):
         if "patterns" in parts:
             runs = []
             for run in range(args.runs):
                 print(f"patterns, run {run + 1} of {args.runs}:", flush=True)
                 chosen = [p for p in PATTERNS if p in (args.pattern or PATTERNS) or p == FLOOR]
-                runs.append(patterns_run(nginx, ca, run, args.seconds, args.threads, chosen))
+                runs.append(
+                    patterns_run(
+                        nginx, ca, run, seconds=args.seconds, threads=args.threads, chosen=chosen
+                    )
+                )
             for number, cells in enumerate(runs, 1):
                 print(f"\n### Run {number}\n")
                 print(table(cells, lambda c: f"{PATTERNS[c.pattern]} ({c.scheme})"))
@@ -388,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
             print("|---|---|---:|---:|---:|")
             for scheme, url in (("http", nginx.url), ("https", nginx.tls_url)):
                 small = micro(url, ca, base, args.micro_calls)
-                large = micro(url, ca, {**kubernetes_like(300 - len(base)), **base}, args.micro_calls)
+                large = micro(
+                    url, ca, {**kubernetes_like(300 - len(base)), **base}, args.micro_calls
+                )
                 for name, value in small.items():
                     print(
                         f"| {name} | {scheme} | {value:.0f} | {large[name]:.0f} "
@@ -403,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
                 private = values["private_clean"] + values["private_dirty"]
                 print(f"| {mode} | {values['rss']:,} | {values['pss']:,} | {private:,} |")
             extra = found["wsgi_pool"]["rss"] - found["requests"]["rss"]
-            print(f"\nwsgi_pool loaded and warm: {extra / 1024:+.2f} MiB RSS over requests imported")
+            print(
+                f"\nwsgi_pool loaded and warm: {extra / 1024:+.2f} MiB RSS over requests imported"
+            )
     return 0
 
 

@@ -150,7 +150,7 @@ class Client(requests.Session):
         self.propagation = propagation
         """The incoming request's id and trace context, sent to upstreams allowed to see them."""
         self._streams: list[requests.Response] | None = None
-        self.headers = _Headers.defaults()
+        self._headers: CaseInsensitiveDict[Any] | None = None  # made on first use: see headers
         self.auth = None
         self.proxies = {}
         self.hooks = default_hooks()
@@ -161,6 +161,17 @@ class Client(requests.Session):
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
         self.cookies = RequestsCookieJar() if keep_cookies else DiscardingCookieJar()
         self.adapters = OrderedDict()
+
+    @property
+    def headers(self) -> CaseInsensitiveDict[Any]:
+        """The client's headers: requests' defaults until changed (made on first use, like requests')."""
+        if self._headers is None:
+            self._headers = _Headers.defaults()
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: CaseInsensitiveDict[Any]) -> None:
+        self._headers = value
 
     @property
     def trust_env(self) -> bool:
@@ -262,7 +273,8 @@ class Client(requests.Session):
             prepared.prepare_url(cast(Any, url), params)
         else:
             prepared.url = quick
-        if not request.headers and isinstance(self.headers, _Headers) and not self.headers.changed:
+        own = self._headers
+        if not request.headers and (own is None or (isinstance(own, _Headers) and not own.changed)):
             prepared.headers = _CHECKED_DEFAULTS.copy()  # what prepare_headers would make of them
         else:
             prepared.prepare_headers(_merged(request.headers, self.headers, CaseInsensitiveDict))
@@ -328,9 +340,7 @@ class Client(requests.Session):
         return response
 
     def _keep_cookies(self, request: Any, raw: Any) -> None:
-        if not isinstance(self.cookies, DiscardingCookieJar) and sets_cookie(
-            getattr(raw, "headers", None)
-        ):
+        if sets_cookie(getattr(raw, "headers", None)):
             extract_cookies_to_jar(self.cookies, request, raw)
 
     def resolve_redirects(  # noqa: PLR0917  (requests' signature)
