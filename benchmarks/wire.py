@@ -230,7 +230,7 @@ def table(cells: list[Cell], label: Callable[[Cell], str]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     rows = [
-        f"| {label(c)} | {c.rps:,.0f} | {c.ratio:.2f} | {c.p50_ms:.1f} | {c.p99_ms:.1f} "
+        f"| {label(c)} | {c.rps:,.0f} | {f'{c.ratio:.2f}' if c.ratio else '-'} | {c.p50_ms:.1f} | {c.p99_ms:.1f} "
         f"| {c.opened:,} | {c.pool_full:,} | {c.cpu_us:,.0f} | {c.mismatches} "
         f"| {c.non_2xx + c.socket_errors} | {'/'.join(map(str, c.split))}"
         f"{'' if c.even else ' (uneven)'} |"
