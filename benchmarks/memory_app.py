@@ -7,6 +7,7 @@ to ``BENCH_UPSTREAM``. Either answers ``/_rss`` with its process's resident memo
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ def memory() -> dict[str, int]:
 def _app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     body = b"ok"
     if environ.get("PATH_INFO") == "/_rss":
-        body = repr(memory()).encode()
+        body = json.dumps(memory()).encode()
     elif MODE == "wsgi_pool":
         from wsgi_pool import client_from  # noqa: PLC0415  (only this mode loads it)
 

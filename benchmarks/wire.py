@@ -201,8 +201,12 @@ def measure(
     """One cell: serve ``pattern``, warm it up, then measure it under wrk."""
     cell = Cell(pattern, scheme, threads)
     target = nginx.tls_url if scheme == "https" else nginx.url
-    env = {"BENCH_PATTERN": pattern, "BENCH_UPSTREAM": target, "BENCH_CA": ca}
-    env["WSGI_POOL_CA_BUNDLE"] = ca
+    env = {
+        "BENCH_PATTERN": pattern,
+        "BENCH_UPSTREAM": target,
+        "BENCH_CA": ca,
+        "WSGI_POOL_CA_BUNDLE": ca,
+    }
     connections = WORKERS * threads
     with gunicorn("benchmarks.wire_app:app", env, threads=threads) as server:
         wrk(server.url + path, connections, max(seconds / 3, 1.0), measured=False)
@@ -354,7 +358,7 @@ def memory(nginx: Nginx) -> dict[str, dict[str, int]]:
         with GunicornServer("benchmarks.memory_app:app", flags, env=env, cwd=str(ROOT)) as server:
             for _ in range(50):
                 _get(server.url, "/")
-            found[mode] = eval(_get(server.url, "/_rss"))  # noqa: S307  (our own repr of a dict of ints)
+            found[mode] = json.loads(_get(server.url, "/_rss"))
     return found
 
 

@@ -88,28 +88,38 @@ def _getter(environ: WSGIEnvironment) -> Callable[[str], bytes]:  # noqa: PLR091
         _local.session = session
         return lambda url: session.get(url, timeout=TIMEOUT, verify=_verify).content
     if PATTERN in {"module_session", "module_session_tuned"}:
-        return lambda url: _session.get(url, timeout=TIMEOUT, verify=_verify).content
+        return lambda url: _shared.get(url, timeout=TIMEOUT, verify=_verify).content
     if PATTERN == "httpx_client":
-        return lambda url: _httpx.get(url).content
+        return lambda url: _shared.get(url).content
     if PATTERN == "urllib3_pool":
-        return lambda url: _pool_manager.request("GET", url, timeout=TIMEOUT).data
+        return lambda url: _shared.request("GET", url, timeout=TIMEOUT).data
     if PATTERN == "http_client":
         return lambda url: _http_client_get(url[len(UPSTREAM) :], _local)
     raise ValueError(f"unknown BENCH_PATTERN {PATTERN!r}")
 
 
+def _module_level() -> Any:
+    """The client this pattern keeps across requests, if it keeps one; the others are never built."""
+    if PATTERN in {"module_session", "module_session_tuned"}:
+        session = requests.Session()
+        if PATTERN == "module_session_tuned":
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=THREADS)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        return session
+    if PATTERN == "httpx_client":
+        return httpx.Client(
+            verify=_context or True,
+            timeout=TIMEOUT,
+            limits=httpx.Limits(max_connections=THREADS, max_keepalive_connections=THREADS),
+        )
+    if PATTERN == "urllib3_pool":
+        return urllib3.PoolManager(num_pools=4, maxsize=THREADS, ca_certs=CA)
+    return None
+
+
 _local = threading.local()
-_session = requests.Session()
-if PATTERN == "module_session_tuned":
-    _adapter = HTTPAdapter(pool_connections=4, pool_maxsize=THREADS)
-    _session.mount("http://", _adapter)
-    _session.mount("https://", _adapter)
-_httpx = httpx.Client(
-    verify=_context or True,
-    timeout=TIMEOUT,
-    limits=httpx.Limits(max_connections=THREADS, max_keepalive_connections=THREADS),
-)
-_pool_manager = urllib3.PoolManager(num_pools=4, maxsize=THREADS, ca_certs=CA)
+_shared = _module_level()
 
 
 def _answer(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:

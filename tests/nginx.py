@@ -41,9 +41,9 @@ http {{
 """
 
 LOCATIONS = """
-        location / {{ return 200 "ok"; }}
-        location /echo {{ return 200 "$arg_id"; }}
-        location = /nginx_status {{ stub_status; }}
+        location / { return 200 "ok"; }
+        location /echo { return 200 "$arg_id"; }
+        location = /nginx_status { stub_status; }
 """
 
 TLS_SERVER = """
@@ -108,13 +108,12 @@ class Nginx(_Running):
         self._dir = tempfile.TemporaryDirectory(prefix="wsgi_pool-nginx-")
         root = self._dir.name
         self.port = free_port()
-        locations = LOCATIONS.format()
         tls_server = ""
         if self.tls is not None:
             self.tls_port = free_port()
             cert, key = self.tls
             tls_server = TLS_SERVER.format(
-                port=self.tls_port, cert=cert, key=key, locations=locations
+                port=self.tls_port, cert=cert, key=key, locations=LOCATIONS
             )
         conf = Path(root) / "nginx.conf"
         conf.write_text(
@@ -122,7 +121,7 @@ class Nginx(_Running):
                 root=root,
                 port=self.port,
                 keepalive=self.keepalive,
-                locations=locations,
+                locations=LOCATIONS,
                 tls_server=tls_server,
             )
         )
