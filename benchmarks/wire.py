@@ -293,21 +293,25 @@ def scaling(nginx: Nginx, ca: str, seconds: float) -> list[Cell]:
     return cells
 
 
-def middleware_cost(
-    nginx: Nginx, ca: str, seconds: float, rounds: int
-) -> list[tuple[float, float]]:
-    """req/s of an app that makes no call, bare and wrapped in PoolMiddleware, alternating."""
+def middleware_cost(nginx: Nginx, ca: str, seconds: float, rounds: int) -> list[tuple[Cell, Cell]]:
+    """An app that makes no call, bare and wrapped in PoolMiddleware, alternating: (bare, wrapped)."""
     pairs = []
     for round_number in range(rounds):
-        found: dict[str, float] = {}
+        found: dict[str, Cell] = {}
         order = (
             ("bare", "bare_middleware") if round_number % 2 == 0 else ("bare_middleware", "bare")
         )
         for pattern in order:
-            cell = measure(nginx, ca, pattern, "http", threads=8, seconds=seconds, path="/_bare")
-            found[pattern] = cell.rps
-        pairs.append((found["bare"], found["bare_middleware"]))
-        print(f"  middleware round {round_number + 1}: {pairs[-1]}", flush=True)
+            found[pattern] = measure(
+                nginx, ca, pattern, "http", threads=8, seconds=seconds, path="/_bare"
+            )
+        bare, wrapped = found["bare"], found["bare_middleware"]
+        pairs.append((bare, wrapped))
+        print(
+            f"  middleware round {round_number + 1}: {bare.rps:,.0f} / {wrapped.rps:,.0f} req/s, "
+            f"{bare.cpu_us:.0f} / {wrapped.cpu_us:.0f} CPU us/req",
+            flush=True,
+        )
     return pairs
 
 
@@ -404,12 +408,25 @@ def main(argv: list[str] | None = None) -> int:
             print(table(cells, lambda c: f"{PATTERNS[c.pattern]}, {c.threads} threads"))
         if "middleware" in parts:
             print("\nmiddleware:", flush=True)
-            pairs = middleware_cost(nginx, ca, args.seconds, rounds=4)
-            ratios = [wrapped / bare for bare, wrapped in pairs]
-            print("\n### The middleware on an app that makes no call (req/s)\n")
-            for (bare, wrapped), ratio in zip(pairs, ratios, strict=True):
-                print(f"- bare {bare:,.0f}, wrapped {wrapped:,.0f}: {ratio:.3f}")
-            print(f"- median ratio {statistics.median(ratios):.3f}")
+            pairs = middleware_cost(nginx, ca, args.seconds, rounds=6)
+            print("\n### The middleware on an app that makes no call\n")
+            print(
+                "| round | bare req/s | wrapped req/s | ratio | bare CPU us/req | wrapped | extra |"
+            )
+            print("|---:|---:|---:|---:|---:|---:|---:|")
+            ratios: list[float] = []
+            overhead: list[float] = []
+            for number, (bare, wrapped) in enumerate(pairs, 1):
+                ratios.append(wrapped.rps / bare.rps)
+                overhead.append(wrapped.cpu_us / bare.cpu_us - 1)
+                print(
+                    f"| {number} | {bare.rps:,.0f} | {wrapped.rps:,.0f} | {ratios[-1]:.3f} "
+                    f"| {bare.cpu_us:.0f} | {wrapped.cpu_us:.0f} | {overhead[-1]:+.1%} |"
+                )
+            print(
+                f"\nmedian req/s ratio {statistics.median(ratios):.3f}; "
+                f"median extra CPU per request {statistics.median(overhead):+.1%}"
+            )
         if "micro" in parts:
             base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
             print("\n### Single thread, microseconds per call (3 and 300 environment variables)\n")

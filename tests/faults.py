@@ -28,6 +28,7 @@ class Seen:
     body: bytes
     connection: int
     at: float = field(default_factory=time.monotonic)
+    raw: bytes = b""  # the request exactly as it came: head, blank line, body
 
 
 class Peer:
@@ -54,18 +55,46 @@ class Peer:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        while len(self.buffer) < length:
-            chunk = self._recv()
-            if not chunk:
+        if headers.get("transfer-encoding") == "chunked":
+            found = self._chunked_body()
+            if found is None:
                 return None
-            self.buffer += chunk
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        seen = Seen(method, path, headers, body, self.index)
+            body = found
+        else:
+            length = int(headers.get("content-length", "0"))
+            if not self._fill(length):
+                return None
+            body, self.buffer = self.buffer[:length], self.buffer[length:]
+        seen = Seen(method, path, headers, body, self.index, raw=head + b"\r\n\r\n" + body)
         with self.server.lock:
             self.server.seen.append(seen)
         self.handled += 1
         return seen
+
+    def _fill(self, length: int) -> bool:
+        """Read until the buffer holds ``length`` bytes; False if the client closed first."""
+        while len(self.buffer) < length:
+            chunk = self._recv()
+            if not chunk:
+                return False
+            self.buffer += chunk
+        return True
+
+    def _chunked_body(self) -> bytes | None:
+        """A chunked body as it came (sizes, data and the last chunk), or None if the client closed."""
+        taken = 0
+        while True:
+            while b"\r\n" not in self.buffer[taken:]:
+                if not self._fill(len(self.buffer) + 1):
+                    return None
+            end = self.buffer.index(b"\r\n", taken)
+            size = int(self.buffer[taken:end], 16)
+            taken = end + 2 + size + 2
+            if not self._fill(taken):
+                return None
+            if size == 0:
+                body, self.buffer = self.buffer[:taken], self.buffer[taken:]
+                return body
 
     def _recv(self) -> bytes:
         try:

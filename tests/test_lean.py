@@ -7,6 +7,8 @@ exception raised.
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import random
 import socket
 from collections.abc import Callable, Iterator
@@ -19,11 +21,18 @@ import requests
 import trustme
 import urllib3.exceptions as u3
 from requests.adapters import HTTPAdapter
+from urllib3.util.url import _encode_target
 
 import wsgi_pool
 from tests.faults import FaultServer, Peer
 from wsgi_pool import Client, PoolConfig
-from wsgi_pool._transport import MAX_KEYS, PoolFinder, prepared_url, requests_error
+from wsgi_pool._transport import (
+    MAX_KEYS,
+    PoolFinder,
+    _plain_target,
+    prepared_url,
+    requests_error,
+)
 from wsgi_pool.testing import Upstream
 
 from .conftest import tls_context, write_ca
@@ -387,3 +396,95 @@ def test_broken_tls_in_the_body_is_an_ssl_error(tmp_path: Path) -> None:
         config = PoolConfig(ca_bundle=write_ca(ca, tmp_path), retries=0)
         with pytest.raises(requests.exceptions.SSLError):
             Client(config).get(f"{server.url}/x")
+
+
+def _garbage_for_a_response(peer: Peer) -> None:
+    """Bytes outside any TLS record where the response should be."""
+    while peer.read_request():
+        socket.socket.send(peer.sock, b"\x17\x03\x03\x00\x05garbage")
+        return
+
+
+def test_broken_tls_instead_of_a_response_is_an_ssl_error(tmp_path: Path) -> None:
+    """TLS that breaks while the response is awaited raises requests' SSLError, as requests does."""
+    ca = trustme.CA()
+    bundle = write_ca(ca, tmp_path)
+    with FaultServer(_garbage_for_a_response, tls=tls_context(ca, "127.0.0.1")) as server:
+        url = f"{server.url}/x"
+        config = PoolConfig(ca_bundle=bundle, retries=0)
+
+        def control() -> requests.Session:
+            session = requests.Session()
+            session.trust_env = False
+            session.verify = bundle
+            return session
+
+        ours = _body_error(lambda: Client(config), url)
+        theirs = _body_error(control, url)
+    assert theirs is requests.exceptions.SSLError
+    assert issubclass(ours, theirs)  # wsgi_pool's own, naming the upstream
+
+
+def _target_by_requests(url: str) -> str:
+    prepared = requests.PreparedRequest()
+    prepared.url = url
+    target = prepared.path_url
+    if target.startswith("//"):
+        target = "/" + target.lstrip("/")
+    return str(_encode_target(target))
+
+
+def test_quick_targets_are_urllib3_targets() -> None:
+    """For 20,000 random URLs, every target taken as written is what requests and urllib3 send."""
+    rng = random.Random(7)  # noqa: S311  (reproducible test data, not security)
+    alphabet = "aZ09-._~!$&'()*+,;=:@/?#%[] \u00e9\t"
+    quick = 0
+    for _ in range(20_000):
+        head = rng.choice(["http://", "https://", "", "http:/"])
+        middle = "".join(rng.choice("h?#:@/") for _ in range(rng.randint(0, 3)))
+        tail = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        url = head + "h" + middle + tail
+        found = _plain_target(url)
+        if found is not None:
+            quick += 1
+            # A URL urlsplit refuses never gets here: its pool could not be found.
+            with contextlib.suppress(ValueError):
+                assert found == _target_by_requests(url), url
+    assert quick > 500  # taken as written often, and checked each time
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["h/x", "http://h", "http://h?q=/x", "http://h#f/x", "http://h//x", "http://h/a b"],
+)
+def test_targets_left_to_urllib3(url: str) -> None:
+    """No scheme, no path, a query or fragment before the path, ``//``, a space: urllib3 decides."""
+    assert _plain_target(url) is None
+
+
+def test_cookie_jars_can_be_replaced_and_responses_pickled(upstream: Upstream) -> None:
+    """``client.cookies = jar`` is requests' idiom; a pickled response comes back whole."""
+    client = Client()
+    jar = requests.cookies.RequestsCookieJar()
+    jar.set("k", "v")
+    client.cookies = jar
+    response = client.get(f"{upstream.url}/x?set_cookie=s%3D1")
+    assert client.cookies is jar
+    assert response.json()["headers"]["Cookie"] == "k=v"
+    assert dict(jar) == {"k": "v", "s": "1"}
+    again = pickle.loads(pickle.dumps(response))  # noqa: S301  (our own bytes)
+    assert (again.status_code, again.content, dict(again.cookies)) == (
+        200,
+        response.content,
+        {"s": "1"},
+    )
+    client.close()
+
+
+def test_built_responses_have_every_field_requests_starts_with(upstream: Upstream) -> None:
+    """The response is built without ``Response.__init__``: it still has all that sets."""
+    client = Client()
+    response = client.get(f"{upstream.url}/x")
+    assert set(vars(requests.Response())) - {"cookies"} <= set(vars(response))
+    assert response.cookies is response.cookies  # made once, on first use
+    client.close()

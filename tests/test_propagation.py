@@ -22,6 +22,7 @@ from wsgi_pool._propagation import (
     check_request_id,
     check_traceparent,
     check_tracestate,
+    from_environ,
 )
 from wsgi_pool.testing import GunicornServer, Upstream
 
@@ -312,3 +313,22 @@ def test_bad_incoming_values_never_become_outbound_bytes(
     assert bad.decode("latin-1") not in seen.values()
     served.stop()
     assert f"incoming {name} header rejected" in served.log()
+
+
+def test_the_trace_context_is_read_when_first_needed(caplog: pytest.LogCaptureFixture) -> None:
+    """Arrival reads the request id only; the trace context is checked (and logged) once, on use."""
+    environ = {"HTTP_TRACEPARENT": "00-bad", "HTTP_X_REQUEST_ID": "req-1"}
+    with caplog.at_level(logging.WARNING, logger="wsgi_pool"):
+        made = from_environ(environ, "X-Request-ID")
+        assert made.request_id == "req-1"
+        assert caplog.records == []
+        first = made.traceparent
+        assert FRESH_PARENT.fullmatch(first)
+        assert (made.traceparent, made.tracestate) == (first, None)
+    assert len(caplog.records) == 1
+    assert "incoming traceparent header rejected" in caplog.text
+    valid = from_environ(
+        {"HTTP_TRACEPARENT": TRACEPARENT, "HTTP_TRACESTATE": "a=b"}, "X-Request-ID"
+    )
+    assert (valid.tracestate, valid.traceparent) == ("a=b", TRACEPARENT)
+    assert FRESH_ID.fullmatch(valid.request_id)

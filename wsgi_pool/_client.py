@@ -159,7 +159,8 @@ class Client(requests.Session):
         self.verify = True
         self.cert = None
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
-        self.cookies = RequestsCookieJar() if keep_cookies else DiscardingCookieJar()
+        self._keeps_cookies = keep_cookies
+        self._jar: RequestsCookieJar | None = None  # made on first use: see cookies
         self.adapters = OrderedDict()
 
     @property
@@ -172,6 +173,17 @@ class Client(requests.Session):
     @headers.setter
     def headers(self, value: CaseInsensitiveDict[Any]) -> None:
         self._headers = value
+
+    @property
+    def cookies(self) -> RequestsCookieJar:
+        """The client's cookie jar (one that keeps nothing an upstream sets for ``client()``)."""
+        if self._jar is None:
+            self._jar = RequestsCookieJar() if self._keeps_cookies else DiscardingCookieJar()
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, value: RequestsCookieJar) -> None:
+        self._jar = value
 
     @property
     def trust_env(self) -> bool:
@@ -262,7 +274,7 @@ class Client(requests.Session):
         response) is prepared by requests; otherwise the settings are merged as requests
         merges them, and the cookie jar and URL credentials are looked at only if there are any.
         """
-        if request.cookies or self.cookies:
+        if request.cookies or self._jar:  # no jar yet: no cookies kept
             return super().prepare_request(request)
         prepared = requests.PreparedRequest()
         prepared.prepare_method(request.method)
@@ -275,7 +287,10 @@ class Client(requests.Session):
             prepared.url = quick
         own = self._headers
         if not request.headers and (own is None or (isinstance(own, _Headers) and not own.changed)):
-            prepared.headers = _CHECKED_DEFAULTS.copy()  # what prepare_headers would make of them
+            # What prepare_headers makes of the defaults: a copy of them, store to store.
+            headers: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
+            headers._store = _CHECKED_DEFAULTS._store.copy()
+            prepared.headers = headers
         else:
             prepared.prepare_headers(_merged(request.headers, self.headers, CaseInsensitiveDict))
         prepared._cookies = RequestsCookieJar()

@@ -108,7 +108,7 @@ def incoming_budget(environ: WSGIEnvironment, headers: tuple[str, ...]) -> float
     shortens the deadline of outbound calls, so a caller cannot lengthen them.
     """
     for name in headers:
-        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+        value = environ.get(_propagation.environ_key(name))
         if not isinstance(value, str):
             continue
         text = value.strip()

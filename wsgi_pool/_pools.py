@@ -19,13 +19,16 @@ What requests leaves out is added here, each at the level where it can be done r
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
+import http.client
 import ipaddress
 import logging
 import os
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -35,11 +38,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.cookies import extract_cookies_to_jar
-from requests.structures import CaseInsensitiveDict
-from requests.utils import get_encoding_from_headers, select_proxy
+from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
+from requests.utils import select_proxy
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPConnection, HTTPSConnection, _ResponseOptions
 from urllib3.exceptions import (
     EmptyPoolError,
     InvalidHeader,
@@ -75,6 +77,10 @@ else:
 
 logger = logging.getLogger("wsgi_pool")
 
+# http.client's connection states, as it names them.
+_IDLE: Final[str] = http.client._CS_IDLE  # type: ignore[attr-defined]
+_SENT: Final[str] = http.client._CS_REQ_SENT  # type: ignore[attr-defined]
+
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 """Methods that may be sent twice (RFC 9110, 9.2.2); others need an ``Idempotency-Key`` header."""
 
@@ -100,10 +106,78 @@ class _Pooled(_ConnectionBase):
 
     wp_deadline: Deadline | None = None
     wp_idle_since: float = 0.0
+    wp_host_line: str | None = None  # the Host header http.client wrote on this connection
     egress: EgressPolicy | None = None  # set by _pool_classes
 
     def _new_conn(self) -> socket.socket:
         return _connect_checked(self, super()._new_conn)
+
+    def putrequest(
+        self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False
+    ) -> None:
+        super().putrequest(
+            method, url, skip_host=skip_host, skip_accept_encoding=skip_accept_encoding
+        )
+        conn: Any = self  # http.client's own attributes, untyped
+        if not skip_host and url.startswith("/") and conn._tunnel_host is None:
+            line = conn._buffer[1]  # just after the request line
+            if line.startswith(b"Host: "):  # pragma: no branch  (what http.client writes)
+                self.wp_host_line = line.decode("latin-1")
+
+    def request(  # type: ignore[override]  # urllib3's signature
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        chunked: bool = False,
+        preload_content: bool = True,
+        decode_content: bool = True,
+        enforce_content_length: bool = True,
+    ) -> None:
+        """urllib3's ``request``; a plain one on an open connection written in one send."""
+        conn: Any = self  # http.client's own attributes, untyped
+        sock = conn.sock
+        head = None
+        if (
+            sock is not None
+            and headers is not None
+            and not chunked
+            and (body is None or type(body) is bytes)
+            and self.wp_host_line is not None
+            and conn._HTTPConnection__state == _IDLE
+            and not conn.debuglevel
+        ):
+            head = _transport.request_head(
+                method, url, headers, self.wp_host_line, None if body is None else len(body)
+            )
+        if head is None:
+            super().request(
+                method,
+                url,
+                body,
+                headers,
+                chunked=chunked,
+                preload_content=preload_content,
+                decode_content=decode_content,
+                enforce_content_length=enforce_content_length,
+            )
+            return
+        # What putrequest, putheader, endheaders and send leave behind, as they leave it.
+        sock.settimeout(conn.timeout)
+        conn._response_options = _ResponseOptions(
+            request_method=method,
+            request_url=url,
+            preload_content=preload_content,
+            decode_content=decode_content,
+            enforce_content_length=enforce_content_length,
+        )
+        conn._method = method
+        conn._HTTPConnection__state = _SENT
+        data = head + body if body else head
+        sys.audit("http.client.send", self, data)
+        sock.sendall(data)
 
 
 class _Connection(_Pooled, HTTPConnection):
@@ -499,19 +573,34 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
         )
 
     def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
-        """requests' response for urllib3's ``resp``; the cookie parser runs only if a cookie is set."""
-        response = _Response()
-        response.status_code = resp.status
-        response.headers = headers = CaseInsensitiveDict(resp.headers)
-        response.encoding = get_encoding_from_headers(headers)
-        response.raw = resp
-        response.reason = resp.reason
-        response.url = req.url.decode("utf-8") if isinstance(req.url, bytes) else req.url  # type: ignore[assignment]
+        """requests' response for urllib3's ``resp``; the cookie parser runs only if a cookie is set.
+
+        The fields are those ``requests.Response()`` starts with and ``HTTPAdapter.build_response``
+        sets (a test compares them), set at once; the cookie jar is made on first use.
+        """
+        response = _Response.__new__(_Response)
+        headers = _transport.headers_of(resp)
+        vars(response).update(
+            _content=False,
+            _content_consumed=False,
+            _next=None,
+            status_code=resp.status,
+            headers=headers,
+            raw=resp,
+            url=req.url.decode("utf-8") if isinstance(req.url, bytes) else req.url,
+            encoding=_transport.encoding_of(headers.get("content-type")),
+            history=[],
+            reason=resp.reason,
+            elapsed=_NO_TIME,
+            request=req,
+            connection=self,
+        )
         if _transport.sets_cookie(headers):
             extract_cookies_to_jar(response.cookies, req, resp)
-        response.request = req
-        response.connection = self
         return response
+
+
+_NO_TIME: Final = datetime.timedelta(0)
 
 
 class _Call:
@@ -717,6 +806,18 @@ class _Guard:
 
 class _Response(requests.Response):
     """A response whose body is capped at ``max_response_bytes`` and whose errors name the upstream."""
+
+    @property
+    def cookies(self) -> RequestsCookieJar:
+        """The cookies the response set (made on first use, like requests')."""
+        jar = vars(self).get("_jar")
+        if jar is None:
+            jar = self._jar = RequestsCookieJar()
+        return jar
+
+    @cookies.setter
+    def cookies(self, value: RequestsCookieJar) -> None:
+        self._jar = value
 
     wp_guard: _Guard | None = None
 

@@ -17,10 +17,11 @@ on a call, neither trace header is touched: one trace context per call, never tw
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import re
-import secrets
-import uuid
+import threading
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Final
 
@@ -46,59 +47,112 @@ _ZERO_PARENT: Final = "0" * 16
 
 
 class Propagation:
-    """What one incoming request passes on to the upstreams allowed to see it. Immutable."""
+    """What one incoming request passes on to the upstreams allowed to see it. Immutable.
 
-    __slots__ = ("request_id", "traceparent", "tracestate")
+    The request id is read when the request arrives. The trace context is read (or made)
+    when a call first needs it, so a request that calls no upstream allowed to see it pays
+    nothing for it; a rejected one is logged then.
+    """
+
+    __slots__ = ("_raw", "_trace", "request_id")
 
     def __init__(self, request_id: str, traceparent: str, tracestate: str | None = None) -> None:
         self.request_id = request_id
-        self.traceparent = traceparent
-        self.tracestate = tracestate
+        self._trace: tuple[str, str | None] | None = (traceparent, tracestate)
+        self._raw: tuple[object, object] = (None, None)
+
+    @classmethod
+    def incoming(cls, request_id: str, traceparent: object, tracestate: object) -> Propagation:
+        """The request id, and the incoming trace headers as they came (checked on first use)."""
+        made = cls.__new__(cls)
+        made.request_id = request_id
+        made._trace = None
+        made._raw = (traceparent, tracestate)
+        return made
+
+    @property
+    def traceparent(self) -> str:
+        """The incoming ``traceparent`` if valid, else a fresh one (the same for every call)."""
+        return self._context()[0]
+
+    @property
+    def tracestate(self) -> str | None:
+        """The incoming ``tracestate``, if valid and it came with a valid ``traceparent``."""
+        return self._context()[1]
+
+    def _context(self) -> tuple[str, str | None]:
+        trace = self._trace
+        if trace is None:
+            with _first_use:  # every call of the request sends the same context
+                trace = self._trace
+                if trace is None:  # pragma: no branch  (another thread got there first)
+                    trace = self._trace = _trace_context(*self._raw, self.request_id)
+        return trace
 
     def apply(self, headers: MutableMapping[str, str], request_id_header: str) -> None:
         """Add these headers to an outbound call's, keeping any the caller set itself."""
         if request_id_header not in headers:
             headers[request_id_header] = self.request_id
         if "traceparent" not in headers:
-            headers["traceparent"] = self.traceparent
-            if self.tracestate is not None:
-                headers["tracestate"] = self.tracestate
+            traceparent, tracestate = self._context()
+            headers["traceparent"] = traceparent
+            if tracestate is not None:
+                headers["tracestate"] = tracestate
 
     def __repr__(self) -> str:
         return f"<Propagation request_id={self.request_id!r} traceparent={self.traceparent!r}>"
 
 
+_first_use: Final = threading.Lock()
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """A fresh request id: 128 random bits in hex (as a uuid4's hex, without its cost)."""
+    return f"{_random_bits(128):032x}"
 
 
 def new_traceparent() -> str:
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    """A fresh, sampled-off ``traceparent`` with random (never all-zero) trace and parent ids."""
+    return f"00-{_random_bits(128):032x}-{_random_bits(64):016x}-00"
+
+
+def _random_bits(bits: int) -> int:
+    # Ids, not secrets: unique, never all zero, as OpenTelemetry's own id generator makes them.
+    # random reseeds itself in every forked child, so workers never repeat each other.
+    return random.getrandbits(bits) or 1
 
 
 def from_environ(environ: WSGIEnvironment, request_id_header: str) -> Propagation:
-    """The validated id and trace context of an incoming request; fresh ones where needed."""
-    raw_id = environ.get(_environ_key(request_id_header))
+    """The validated id of an incoming request (a fresh one where needed), and its trace headers."""
+    raw_id = environ.get(environ_key(request_id_header))
     request_id = check_request_id(raw_id)
     if request_id is None:
         request_id = new_request_id()
         if raw_id is not None:
             _rejected(request_id_header, raw_id, request_id)
-    raw_parent = environ.get("HTTP_TRACEPARENT")
+    return Propagation.incoming(
+        request_id, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE")
+    )
+
+
+def _trace_context(
+    raw_parent: object, raw_state: object, request_id: str
+) -> tuple[str, str | None]:
+    """The valid incoming trace context, else a fresh ``traceparent``; a rejected header is logged."""
     traceparent = check_traceparent(raw_parent)
     if traceparent is None:
-        traceparent = new_traceparent()
         if raw_parent is not None:
             _rejected("traceparent", raw_parent, request_id)
-        return Propagation(request_id, traceparent)
-    raw_state = environ.get("HTTP_TRACESTATE")
+        return new_traceparent(), None
     tracestate = check_tracestate(raw_state)
     if tracestate is None and raw_state is not None:
         _rejected("tracestate", raw_state, request_id)
-    return Propagation(request_id, traceparent, tracestate)
+    return traceparent, tracestate
 
 
-def _environ_key(header: str) -> str:
+@functools.lru_cache(maxsize=64)
+def environ_key(header: str) -> str:
+    """The WSGI environ key of an incoming request header: ``X-Request-ID`` -> ``HTTP_X_REQUEST_ID``."""
     return "HTTP_" + header.upper().replace("-", "_")
 
 

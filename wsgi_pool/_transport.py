@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections.abc import Mapping
+from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, Final
 
 import requests
@@ -28,10 +30,14 @@ from requests.exceptions import (
     RetryError,
     SSLError,
 )
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+from urllib3.connection import BaseSSLError
 from urllib3.exceptions import (
     ClosedPoolError,
     ConnectTimeoutError,
     DecodeError,
+    EmptyPoolError,
     LocationValueError,
     MaxRetryError,
     NewConnectionError,
@@ -42,6 +48,10 @@ from urllib3.exceptions import (
 from urllib3.exceptions import InvalidHeader as _InvalidHeader
 from urllib3.exceptions import ProxyError as _ProxyError
 from urllib3.exceptions import SSLError as _SSLError
+from urllib3.exceptions import TimeoutError as _TimeoutError
+from urllib3.util import SKIP_HEADER
+from urllib3.util.ssl_match_hostname import CertificateError
+from urllib3.util.url import _encode_target
 
 if TYPE_CHECKING:
     from requests.adapters import HTTPAdapter
@@ -163,6 +173,23 @@ class PoolFinder:
         return manager.key_fn_by_scheme[scheme](context), context
 
 
+def headers_of(resp: Any) -> CaseInsensitiveDict[str]:
+    """``CaseInsensitiveDict(resp.headers)``: urllib3's headers, repeated ones joined, as requests copies them."""
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    store = headers._store  # what CaseInsensitiveDict.__setitem__ fills, filled directly
+    for name, value in resp.headers.itermerged():
+        store[name.lower()] = (name, value)
+    return headers
+
+
+@functools.lru_cache(maxsize=64)
+def encoding_of(content_type: str | None) -> str | None:
+    """requests' ``get_encoding_from_headers`` for a response with this Content-Type."""
+    if content_type is None:
+        return None
+    return get_encoding_from_headers(CaseInsensitiveDict({"content-type": content_type}))
+
+
 def sets_cookie(headers: Mapping[str, Any] | None) -> bool:
     """Whether a response with these (case-insensitive) headers sets a cookie."""
     return headers is not None and ("set-cookie" in headers or "set-cookie2" in headers)
@@ -175,14 +202,31 @@ def send(
     retries: Any,
 ) -> Any:
     """``request`` through ``pool``, as requests' adapter sends it; urllib3's unread response."""
-    path = request.path_url
-    if path.startswith("//"):  # not a scheme-relative target (requests does the same)
-        path = "/" + path.lstrip("/")
+    url = request.url or ""
+    target = _plain_target(url)
+    if target is None:
+        target = request.path_url
+        if target.startswith("//"):  # not a scheme-relative target (requests does the same)
+            target = "/" + target.lstrip("/")
+        target = _encode_target(target)
+    body = request.body
+    chunked = not (body is None or "Content-Length" in request.headers)
     try:
-        return pool.urlopen(
+        if retries.total == 0 and not retries.status_forcelist:
+            return exchange(
+                pool,
+                request.method or "GET",
+                target,
+                body=body,
+                headers=request.headers,
+                timeout=timeout,
+                retries=retries,
+                chunked=chunked,
+            )
+        return pool.urlopen(  # pragma: no cover  (the shared adapter never retries in urllib3)
             method=request.method or "GET",
-            url=path,
-            body=request.body,  # type: ignore[arg-type]
+            url=target,
+            body=body,  # type: ignore[arg-type]
             headers=request.headers,  # type: ignore[arg-type]
             redirect=False,
             assert_same_host=False,
@@ -190,13 +234,155 @@ def send(
             decode_content=False,
             retries=retries,
             timeout=timeout,
-            chunked=not (request.body is None or "Content-Length" in request.headers),
+            chunked=chunked,
         )
     except Exception as exc:
         error = requests_error(exc, request)
         if error is None:
             raise
         raise error from exc
+
+
+def _plain_target(url: str) -> str | None:
+    """The request target of a prepared ``url`` when urllib3 and requests leave it as written."""
+    start = url.find("://")
+    if start == -1:
+        return None
+    slash = url.find("/", start + 3)
+    if slash == -1:
+        return None
+    target = url[slash:]
+    if not _PLAIN_TARGET.fullmatch(target) or target.startswith("//"):
+        return None
+    authority = url[start + 3 : slash]
+    if "?" in authority or "#" in authority:  # the path starts later, or never
+        return None
+    return target
+
+
+# What urllib3's urlopen catches from a try (and hands to its Retry).
+_EXCHANGE_ERRORS: Final = (
+    _TimeoutError,
+    HTTPException,
+    OSError,
+    ProtocolError,
+    BaseSSLError,
+    _SSLError,
+    CertificateError,
+    _ProxyError,
+)
+
+
+def exchange(
+    pool: Any,
+    method: str,
+    target: str,
+    *,
+    body: Any,
+    headers: Any,
+    timeout: Any,
+    retries: Any,
+    chunked: bool,
+) -> Any:
+    """urllib3's ``urlopen`` for a try that is never retried and never redirected there.
+
+    What urlopen adds to the pool's ``_get_conn`` / ``_make_request`` / ``_put_conn`` for a
+    direct (not proxied) request: the errors it wraps before its ``Retry`` sees them, and the
+    connection closed and its slot given back when the try fails. The caller's response
+    returns the connection when its body is read or it is closed, as with
+    ``release_conn=False``.
+    """
+    conn = None
+    done = False
+    try:
+        conn = pool._get_conn()
+        response = pool._make_request(
+            conn,
+            method,
+            target,
+            timeout=timeout,
+            body=body,
+            headers=headers,
+            chunked=chunked,
+            retries=retries,
+            response_conn=conn,
+            preload_content=False,
+            decode_content=False,
+        )
+        done = True
+        return response
+    except EmptyPoolError:
+        done = True
+        raise
+    except _EXCHANGE_ERRORS as exc:
+        error: Exception = exc
+        if isinstance(exc, BaseSSLError | CertificateError):
+            error = _SSLError(exc)
+        elif isinstance(exc, OSError | HTTPException):
+            error = ProtocolError("Connection aborted.", exc)
+        # Raises: with no retries left, urllib3 says which error it was (MaxRetryError or the
+        # error itself), as urlopen would.
+        retries.increment(method, target, error=error, _pool=pool, _stacktrace=sys.exc_info()[2])
+        raise  # pragma: no cover  (unreachable: a Retry with total=0 never allows another try)
+    finally:
+        if not done:
+            if conn is not None:
+                conn.close()
+            pool._put_conn(None)
+
+
+# -- writing the request ------------------------------------------------------------------------
+
+_PLAIN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NO_BODY_EXPECTED: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})  # urllib3 adds no length
+_UNSAFE_TARGET: Final = re.compile(r"[\x00-\x20\x7f]")
+_LEGAL_NAME: Final = re.compile(r"[^:\s][^:\r\n]*")
+_checked_names: dict[str, str] = {}  # a header name found legal, to its lower case
+
+
+def request_head(
+    method: str, target: str, headers: Mapping[str, Any], host_line: str, body_length: int | None
+) -> bytes | None:
+    """The bytes urllib3 writes before the body of a plain request, in one piece; None if not plain.
+
+    Plain: a common method, a printable ASCII target, text header names and values with no line
+    break, a User-Agent and an Accept-Encoding but no Host, and a Content-Length where urllib3
+    would add one. For such a request, http.client (through urllib3) writes the request line,
+    ``host_line`` (the Host header it wrote on this connection before), then the headers as
+    given. Anything else returns None, and urllib3 writes the request (and raises its errors).
+    """
+    if method not in _PLAIN_METHODS or not target.isascii() or _UNSAFE_TARGET.search(target):
+        return None
+    lines = [f"{method} {target} HTTP/1.1", host_line]
+    seen = set()
+    for name, value in headers.items():
+        lower = _checked_names.get(name)
+        if lower is None:
+            if not isinstance(name, str) or not name.isascii() or not _LEGAL_NAME.fullmatch(name):
+                return None
+            lower = name.lower()
+            if len(_checked_names) < MAX_KEYS:
+                _checked_names[name] = lower
+        if not isinstance(value, str) or "\r" in value or "\n" in value or value == SKIP_HEADER:
+            return None
+        seen.add(lower)
+        lines.append(f"{name}: {value}")
+    if (
+        "host" in seen
+        or "transfer-encoding" in seen
+        or "user-agent" not in seen
+        or "accept-encoding" not in seen
+        or (
+            "content-length" not in seen
+            and (body_length is not None or method not in _NO_BODY_EXPECTED)
+        )
+    ):
+        return None
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        return None
 
 
 def read_all(raw: Any, amt: int | None) -> bytes:
