@@ -58,6 +58,7 @@ PATTERNS: dict[str, str] = {
     "httpx_client": "`httpx.Client`",
     "urllib3_pool": "`urllib3.PoolManager`",
     "wsgi_pool": "**wsgi_pool** (environ client)",
+    "wsgi_pool_cached": "wsgi_pool, HTTP cache hits (one URL, `max-age=600`)",
     "http_client": "persistent `http.client` (floor)",
 }
 FLOOR = "http_client"
@@ -207,6 +208,8 @@ def measure(
         "BENCH_CA": ca,
         "WSGI_POOL_CA_BUNDLE": ca,
     }
+    if pattern == "wsgi_pool_cached":
+        env["WSGI_POOL_HTTP_CACHE_BYTES"] = str(1 << 20)
     connections = WORKERS * threads
     with gunicorn("benchmarks.wire_app:app", env, threads=threads) as server:
         wrk(server.url + path, connections, max(seconds / 3, 1.0), measured=False)

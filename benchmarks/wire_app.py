@@ -1,6 +1,7 @@
 """The app the wire benchmark serves: each request makes three GETs the way one pattern makes them.
 
-``BENCH_PATTERN`` names the pattern, ``BENCH_UPSTREAM`` the upstream (``http://`` or
+``BENCH_PATTERN`` names the pattern (``wsgi_pool_cached``: every GET is for one URL that
+the worker's HTTP cache keeps), ``BENCH_UPSTREAM`` the upstream (``http://`` or
 ``https://``), ``BENCH_CA`` the CA file that verifies it, ``BENCH_THREADS`` the worker's
 threads (the tuned pool sizes follow it). Each outbound GET asks the upstream to echo a token
 unique to the call; an answer that is not that token is counted (and the request fails with
@@ -74,7 +75,7 @@ def _http_client_get(path: str, local: threading.local) -> bytes:
 
 def _getter(environ: WSGIEnvironment) -> Callable[[str], bytes]:  # noqa: PLR0911  (one per pattern)
     """How this pattern GETs ``url`` and reads the body, within one incoming request."""
-    if PATTERN == "wsgi_pool":
+    if PATTERN in {"wsgi_pool", "wsgi_pool_cached"}:
         client = client_from(environ)
         return lambda url: client.get(url).content
     if PATTERN == "requests_get":
@@ -133,6 +134,10 @@ def _calls(environ: WSGIEnvironment, start_response: StartResponse) -> list[byte
     wrong = 0
     try:
         for index in range(CALLS):
+            if PATTERN == "wsgi_pool_cached":  # one URL, one answer, kept by the HTTP cache
+                if get(f"{UPSTREAM}/cached") != b"cached":
+                    wrong += 1
+                continue
             token = f"{prefix}-{index}"
             if get(f"{UPSTREAM}/echo?id={token}") != token.encode():
                 wrong += 1
@@ -169,4 +174,8 @@ def _route(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[
     return _calls(environ, start_response)
 
 
-app: Any = PoolMiddleware(_route) if PATTERN in {"wsgi_pool", "bare_middleware"} else _route
+app: Any = (
+    PoolMiddleware(_route)
+    if PATTERN in {"wsgi_pool", "wsgi_pool_cached", "bare_middleware"}
+    else _route
+)

@@ -43,6 +43,7 @@ http {{
 LOCATIONS = """
         location / { return 200 "ok"; }
         location /echo { return 200 "$arg_id"; }
+        location = /cached { add_header Cache-Control "max-age=600"; return 200 "cached"; }
         location = /nginx_status { stub_status; }
 """
 

@@ -79,6 +79,11 @@ def check_deadlines(namespace: dict[str, Any], upstream: Upstream) -> None:
     assert upstream.stats().requests_served == 2
 
 
+def check_http_cache(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert namespace["app"].config.http_cache_bytes == 16 * 1024 * 1024
+    assert upstream.stats().requests_served == 1  # the second GET came from the cache
+
+
 def check_trust_boundaries(namespace: dict[str, Any], upstream: Upstream) -> None:
     config = namespace["config"]
     settings = config.for_upstream("https://inventory.internal:443")
@@ -96,6 +101,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "outside a request": check_outside_a_request,
     "trust boundaries": check_trust_boundaries,
     "deadlines": check_deadlines,
+    "http cache": check_http_cache,
     "config in code": check_config_in_code,
 }
 

@@ -300,6 +300,17 @@ class PoolConfig:
         "larger raises ResponseTooLarge. Redirect bodies are never decoded. None: no limit.",
         _parse_optional_int,
     )
+    http_cache_bytes: int | None = _setting(
+        None,
+        "Memory per worker for an HTTP cache of GET responses (CacheControl; install "
+        "wsgi_pool[cache]): fresh ones are answered without a call, stale ones revalidated "
+        "with their ETag or Last-Modified. A shared cache: requests with Authorization or "
+        "Cookie, and private or cookie-setting responses, are never stored. None: no cache.",
+        _parse_optional_int,
+    )
+    http_cache_entry_bytes: int = _setting(
+        MIB, "Largest response body the HTTP cache stores.", _parse_int
+    )
     deadline_headers: tuple[str, ...] = _setting(
         (DEADLINE_HEADER, "X-Envoy-Expected-Rq-Timeout-Ms"),
         "Incoming request headers carrying the caller's remaining budget in milliseconds "
@@ -406,6 +417,8 @@ class PoolConfig:
         for name in ("threads", "worker_connections", "pool_maxsize", "pool_connections"):
             _check_count(name, getattr(self, name))
         _check_count("max_response_bytes", self.max_response_bytes)
+        _check_count("http_cache_bytes", self.http_cache_bytes)
+        _check_count("http_cache_entry_bytes", self.http_cache_entry_bytes)
         _check_whole("retries", self.retries)
         for name in ("pool_timeout", "connect_timeout", "read_timeout", "deadline", "idle_timeout"):
             check_seconds(name, getattr(self, name))

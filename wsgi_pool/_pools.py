@@ -71,6 +71,8 @@ if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
     from urllib3.response import BaseHTTPResponse
 
+    from ._cache import HttpCache
+
     _ConnectionBase = HTTPConnection  # what the mixin below is mixed into
 else:
     _ConnectionBase = object
@@ -452,6 +454,11 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
         self._counts: dict[str, UpstreamCounts] = {}
         self._counts_lock = threading.Lock()
         self._finder = _transport.PoolFinder(self)
+        self.http_cache: HttpCache | None = None
+        if config.http_cache_bytes is not None:
+            from ._cache import HttpCache  # noqa: PLC0415  (CacheControl loads only when used)
+
+            self.http_cache = HttpCache(config.http_cache_bytes, config.http_cache_entry_bytes)
         super().__init__(
             pool_connections=self.sizing.pool_connections,
             pool_maxsize=self.sizing.pool_maxsize,
@@ -537,6 +544,10 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
+        if self.http_cache is not None:
+            stored = self.http_cache.lookup(request)
+            if stored is not None:
+                return self._response(request, stored, from_cache=True)
         origin = origin_of(request.url or "")
         deadline = _deadline.current()
         token = None
@@ -573,6 +584,15 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
         )
 
     def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """requests' response for urllib3's ``resp``, through the HTTP cache if there is one."""
+        from_cache = False
+        if self.http_cache is not None:
+            resp, from_cache = self.http_cache.arrived(req, resp)
+        return self._response(req, resp, from_cache=from_cache)
+
+    def _response(
+        self, req: requests.PreparedRequest, resp: Any, *, from_cache: bool
+    ) -> requests.Response:
         """requests' response for urllib3's ``resp``; the cookie parser runs only if a cookie is set.
 
         The fields are those ``requests.Response()`` starts with and ``HTTPAdapter.build_response``
@@ -594,6 +614,7 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
             elapsed=_NO_TIME,
             request=req,
             connection=self,
+            from_cache=from_cache,
         )
         if _transport.sets_cookie(headers):
             extract_cookies_to_jar(response.cookies, req, resp)
@@ -806,6 +827,9 @@ class _Guard:
 
 class _Response(requests.Response):
     """A response whose body is capped at ``max_response_bytes`` and whose errors name the upstream."""
+
+    from_cache: bool = False
+    """Whether the worker's HTTP cache answered (as CacheControl's adapter says it)."""
 
     @property
     def cookies(self) -> RequestsCookieJar:

@@ -11,7 +11,9 @@ header), ``caller`` (the ``X-Caller-Pid`` header), ``connection`` (which TCP con
 carried it), ``cookie`` (the ``Cookie`` header) and ``headers``. Query parameters shape the
 answer: ``delay=0.2`` waits before answering, ``set_cookie=name=value`` sets a cookie,
 ``size=N`` answers with N bytes instead of JSON, ``status=N`` answers with that status,
-``location=URL`` adds a ``Location`` header (with ``status=302``: a redirect).
+``location=URL`` adds a ``Location`` header (with ``status=302``: a redirect),
+``cache_control=VALUE`` a ``Cache-Control`` header, and ``etag=TAG`` an ``ETag`` header (a
+request whose ``If-None-Match`` matches it gets ``304 Not Modified`` and no body).
 
 The server records, per TCP connection, the caller process ids it saw: a connection that
 carried requests from two processes is a socket shared across a fork
@@ -83,6 +85,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if "delay" in query:
                 time.sleep(float(query["delay"]))
             status = int(query.get("status", "200"))
+            etag = f'"{query["etag"]}"' if "etag" in query else None
+            if etag is not None and self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
             if "size" in query:
                 body = b"x" * int(query["size"])
                 content_type = "application/octet-stream"
@@ -107,6 +115,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header("Set-Cookie", query["set_cookie"] + "; Path=/")
             if "location" in query:
                 self.send_header("Location", query["location"])
+            if "cache_control" in query:
+                self.send_header("Cache-Control", query["cache_control"])
+            if etag is not None:
+                self.send_header("ETag", etag)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
