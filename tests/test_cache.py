@@ -6,11 +6,13 @@ Every test runs against a real loopback upstream and counts what it served.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from email.utils import formatdate
 from typing import Any
 
 import pytest
 import requests
 
+from tests.faults import FaultServer, Peer
 from wsgi_pool import Client, ConfigError, PoolConfig
 from wsgi_pool._cache import MemoryCache, _storable
 from wsgi_pool.testing import Upstream
@@ -162,3 +164,35 @@ def test_cache_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         PoolConfig(http_cache_entry_bytes=0)
     monkeypatch.setenv("WSGI_POOL_HTTP_CACHE_BYTES", "8388608")
     assert PoolConfig.from_env().http_cache_bytes == 8 * 1024 * 1024
+
+
+def _fresh_gets_refused_posts(peer: Peer) -> None:
+    while (seen := peer.read_request()) is not None:
+        if seen.method == "POST":
+            answered = peer.respond("500 Internal Server Error", b"no")
+        else:
+            date = f"Date: {formatdate(usegmt=True)}"
+            answered = peer.respond(headers=("Cache-Control: max-age=60", date))
+        if not answered:
+            return
+
+
+def test_a_failed_change_keeps_the_stored_response() -> None:
+    """A POST the upstream refuses (500) changed nothing: the URL's stored response stays."""
+    with FaultServer(_fresh_gets_refused_posts) as server:
+        url = f"{server.url}/x"
+        client = Client(CACHED)
+        client.get(url)
+        assert client.post(url, data=b"x").status_code == 500
+        kept = client.get(url)
+        client.close()
+        assert [seen.method for seen in server.requests()] == ["GET", "POST"]
+    assert kept.from_cache  # type: ignore[attr-defined]
+
+
+def test_a_permanent_redirect_that_sets_a_cookie_is_not_stored(upstream: Upstream) -> None:
+    """Even a 301 (which CacheControl always keeps) is not kept when it sets a cookie."""
+    url = f"{upstream.url}/old?status=301&location=%2Fnew&set_cookie=s%3D1"
+    _, second = _twice(url)
+    assert not second.history[0].from_cache  # type: ignore[attr-defined]
+    assert upstream.stats().requests_served == 4

@@ -79,6 +79,9 @@ else:
 
 logger = logging.getLogger("wsgi_pool")
 
+# A body up to this size goes out in the same send as the head; a larger one is not copied.
+_ONE_SEND: Final = 64 * 1024
+
 # http.client's connection states, as it names them.
 _IDLE: Final[str] = http.client._CS_IDLE  # type: ignore[attr-defined]
 _SENT: Final[str] = http.client._CS_REQ_SENT  # type: ignore[attr-defined]
@@ -177,9 +180,10 @@ class _Pooled(_ConnectionBase):
         )
         conn._method = method
         conn._HTTPConnection__state = _SENT
-        data = head + body if body else head
-        sys.audit("http.client.send", self, data)
-        sock.sendall(data)
+        parts = (head, body) if body and len(body) > _ONE_SEND else (head + (body or b""),)
+        for data in parts:
+            sys.audit("http.client.send", self, data)
+            sock.sendall(data)
 
 
 class _Connection(_Pooled, HTTPConnection):

@@ -212,28 +212,14 @@ def send(
     body = request.body
     chunked = not (body is None or "Content-Length" in request.headers)
     try:
-        if retries.total == 0 and not retries.status_forcelist:
-            return exchange(
-                pool,
-                request.method or "GET",
-                target,
-                body=body,
-                headers=request.headers,
-                timeout=timeout,
-                retries=retries,
-                chunked=chunked,
-            )
-        return pool.urlopen(  # pragma: no cover  (the shared adapter never retries in urllib3)
-            method=request.method or "GET",
-            url=target,
-            body=body,  # type: ignore[arg-type]
-            headers=request.headers,  # type: ignore[arg-type]
-            redirect=False,
-            assert_same_host=False,
-            preload_content=False,
-            decode_content=False,
-            retries=retries,
+        return exchange(
+            pool,
+            request.method or "GET",
+            target,
+            body=body,
+            headers=request.headers,
             timeout=timeout,
+            retries=retries,
             chunked=chunked,
         )
     except Exception as exc:
@@ -284,7 +270,10 @@ def exchange(
     retries: Any,
     chunked: bool,
 ) -> Any:
-    """urllib3's ``urlopen`` for a try that is never retried and never redirected there.
+    """urllib3's ``urlopen`` for a try urllib3 never retries (``retries.total == 0``) or redirects.
+
+    The shared adapter's ``max_retries`` is requests' ``Retry(0, read=False)`` and cannot be
+    changed: its own retries (``_Call``) are made above this, one try at a time.
 
     What urlopen adds to the pool's ``_get_conn`` / ``_make_request`` / ``_put_conn`` for a
     direct (not proxied) request: the errors it wraps before its ``Retry`` sees them, and the
