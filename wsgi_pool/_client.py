@@ -246,7 +246,8 @@ class Client(requests.Session):
     ) -> contextvars.Token[Deadline | None]:
         if seconds is None:
             text = url.decode() if isinstance(url, bytes) else str(url or "")
-            seconds = self.pools.deadline_for(text)
+            # Config-derived, the same in every process: the process-id check is get_adapter's.
+            seconds = (self._pools or self.pools).deadline_for(text)
         ends = [moment for moment in (self.not_after, _block_ends.get()) if moment is not None]
         return _deadline.bind(Deadline.start(seconds, not_after=min(ends, default=None)))
 

@@ -26,7 +26,6 @@ import ipaddress
 import logging
 import os
 import random
-import re
 import socket
 import sys
 import threading
@@ -921,9 +920,8 @@ def origin_of(url: str) -> str:
 
     On every call's path: only the part before the path is looked at, and its parsing is cached.
     """
-    scheme, _, rest = url.partition("://")
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
-    return _origin(scheme, authority)
+    scheme, authority = _transport.authority_of(url)
+    return _origin(scheme, authority.rpartition("@")[2])
 
 
 @functools.lru_cache(maxsize=1024)

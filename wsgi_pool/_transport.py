@@ -230,20 +230,16 @@ def send(
 
 
 def _plain_target(url: str) -> str | None:
-    """The request target of a prepared ``url`` when urllib3 and requests leave it as written."""
-    start = url.find("://")
-    if start == -1:
-        return None
-    slash = url.find("/", start + 3)
-    if slash == -1:
-        return None
-    target = url[slash:]
-    if not _PLAIN_TARGET.fullmatch(target) or target.startswith("//"):
-        return None
-    authority = url[start + 3 : slash]
-    if "?" in authority or "#" in authority:  # the path starts later, or never
-        return None
-    return target
+    """The request target of a prepared ``url`` when urllib3 and requests leave it as written.
+
+    None when the authority is not followed by a path (a query, a fragment, nothing), or the
+    path and query are not plain.
+    """
+    scheme, authority = authority_of(url)
+    target = url[len(scheme) + 3 + len(authority) :]
+    if _PLAIN_TARGET.fullmatch(target) and not target.startswith("//"):
+        return target
+    return None
 
 
 # What urllib3's urlopen catches from a try (and hands to its Retry).
