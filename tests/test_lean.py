@@ -117,6 +117,9 @@ CASES: list[Any] = [
     pytest.param({"cookie": ("k", "v")}, {}, id="client cookie"),
     pytest.param({}, {"hooks": {"response": _hook}}, id="call hook"),
     pytest.param({}, {"url": "http://127.0.0.1:9/\u00e9 x"}, id="url quoted"),
+    pytest.param({"hook": _hook}, {}, id="client hook"),
+    pytest.param({"hook": _hook}, {"hooks": {"response": [_hook]}}, id="client and call hooks"),
+    pytest.param({}, {"method": b"get", "url": b"http://127.0.0.1:9/b"}, id="bytes"),
 ]
 
 
@@ -128,6 +131,8 @@ def _configure(session: requests.Session, setup: dict[str, Any]) -> None:
     session.auth = setup.get("auth")
     if "cookie" in setup:
         session.cookies.set(*setup["cookie"])
+    if "hook" in setup:
+        session.hooks["response"].append(setup["hook"])
 
 
 @pytest.mark.parametrize(("setup", "call"), CASES)
@@ -148,6 +153,63 @@ def test_prepared_requests_are_requests_own(setup: dict[str, Any], call: dict[st
         theirs.hooks,
     )
     assert list(ours.headers.items()) == list(theirs.headers.items())
+
+
+class _Sent(Exception):
+    """What a session's ``send`` was given, raised so that nothing goes out."""
+
+
+class _Stopped:
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        raise _Sent(request, kwargs)
+
+
+class _StoppedSession(_Stopped, requests.Session):
+    pass
+
+
+class _StoppedClient(_Stopped, Client):
+    pass
+
+
+class _OwnPreparation(_StoppedClient):
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        prepared = super().prepare_request(request)
+        prepared.headers["X-Prepared-By"] = "subclass"
+        return prepared
+
+
+def _sent(session: requests.Session, arguments: dict[str, Any]) -> tuple[Any, ...]:
+    with pytest.raises(_Sent) as caught:
+        session.request(**arguments, timeout=3, stream=True)
+    prepared, kwargs = caught.value.args
+    return (
+        prepared.method,
+        prepared.url,
+        prepared.body,
+        prepared.hooks,
+        list(prepared.headers.items()),
+        {key: value for key, value in kwargs.items() if key != "proxies"},
+        dict(kwargs["proxies"]),
+    )
+
+
+@pytest.mark.parametrize(("setup", "call"), CASES)
+def test_calls_send_what_requests_sends(setup: dict[str, Any], call: dict[str, Any]) -> None:
+    """``request()`` hands ``send`` the prepared request and settings a requests.Session hands it."""
+    control = _StoppedSession()
+    control.trust_env = False
+    client = _StoppedClient()
+    _configure(control, setup)
+    _configure(client, setup)
+    arguments = {"method": "GET", "url": "http://127.0.0.1:9/x?y=1", **call}
+    assert _sent(client, arguments) == _sent(control, arguments)
+
+
+def test_a_subclass_preparation_is_used() -> None:
+    """A client whose class overrides ``prepare_request`` gets its requests prepared by it."""
+    sent = _sent(_OwnPreparation(), {"method": "GET", "url": "http://127.0.0.1:9/"})
+    assert ("X-Prepared-By", "subclass") in sent[4]
 
 
 def test_unchanged_default_headers_are_copies() -> None:

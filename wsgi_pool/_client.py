@@ -219,13 +219,26 @@ class Client(requests.Session):
             return self.pools.adapter
         raise InvalidSchema(f"No connection adapters were found for {url!r}")
 
-    def request(
+    def request(  # noqa: PLR0917  (requests' signature)
         self,
-        method: str,
+        method: Any,
         url: str | bytes,
-        *args: Any,
+        params: Any = None,
+        data: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        files: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = True,
+        proxies: Any = None,
+        hooks: Any = None,
+        stream: bool | None = None,
+        verify: Any = None,
+        cert: Any = None,
+        json: Any = None,
+        *,
         deadline: float | None = None,
-        **kwargs: Any,
     ) -> requests.Response:
         """requests' ``request``, within a total deadline: ``deadline`` seconds, else the upstream's.
 
@@ -235,9 +248,26 @@ class Client(requests.Session):
         """
         if deadline is not None:
             check_seconds("deadline", deadline)
+        if isinstance(url, bytes):
+            url = url.decode("utf-8")
         token = self._bind_deadline(url, deadline)
         try:
-            return super().request(method, url, *args, **kwargs)
+            method = method.upper()
+            files, data, params = files or [], data or {}, params or {}
+            if cookies or hooks or self._jar or type(self).prepare_request is not _PREPARE:
+                prepared = self.prepare_request(
+                    requests.Request(
+                        method, url, headers, files, data, params, auth, cookies, hooks, json
+                    )
+                )
+            else:  # what prepare_request makes of that Request, without making it
+                prepared = self._prepare(method, url, params, headers, data, files, json, auth)
+                if self.hooks and self.hooks.get("response"):  # the client's own hooks
+                    prepared.prepare_hooks(self.hooks)
+            settings = self.merge_environment_settings(
+                prepared.url, proxies or {}, stream, verify, cert
+            )
+            return self.send(prepared, timeout=timeout, allow_redirects=allow_redirects, **settings)
         finally:
             _deadline.unbind(token)
 
@@ -277,29 +307,52 @@ class Client(requests.Session):
         """
         if request.cookies or self._jar:  # no jar yet: no cookies kept
             return super().prepare_request(request)
+        prepared = self._prepare(
+            request.method,
+            request.url,
+            request.params,
+            request.headers,
+            request.data,
+            request.files,
+            request.json,
+            request.auth,
+        )
+        prepared.prepare_hooks(merge_hooks(request.hooks, self.hooks))
+        return prepared
+
+    def _prepare(  # noqa: PLR0917  (a Request's fields)
+        self,
+        method: Any,
+        url: Any,
+        params: Any,
+        headers: Any,
+        data: Any,
+        files: Any,
+        json: Any,
+        auth: Any,
+    ) -> requests.PreparedRequest:
+        """prepare_request's work for a call without cookies, the client's hooks included."""
         prepared = requests.PreparedRequest()
-        prepared.prepare_method(request.method)
-        params = _merged(request.params, self.params) or None
-        url = request.url
+        prepared.prepare_method(method)
+        params = _merged(params, self.params) or None
         quick = prepared_url(url) if params is None and isinstance(url, str) else None
         if quick is None:
-            prepared.prepare_url(cast(Any, url), params)
+            prepared.prepare_url(url, params)
         else:
             prepared.url = quick
         own = self._headers
-        if not request.headers and (own is None or (isinstance(own, _Headers) and not own.changed)):
+        if not headers and (own is None or (isinstance(own, _Headers) and not own.changed)):
             # What prepare_headers makes of the defaults: a copy of them, store to store.
-            headers: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
-            headers._store = _CHECKED_DEFAULTS._store.copy()
-            prepared.headers = headers
+            merged: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
+            merged._store = _CHECKED_DEFAULTS._store.copy()
+            prepared.headers = merged
         else:
-            prepared.prepare_headers(_merged(request.headers, self.headers, CaseInsensitiveDict))
+            prepared.prepare_headers(_merged(headers, self.headers, CaseInsensitiveDict))
         prepared._cookies = RequestsCookieJar()
-        prepared.prepare_body(request.data, request.files, request.json)
-        auth = _merged(request.auth, self.auth)
+        prepared.prepare_body(data, files, json)
+        auth = _merged(auth, self.auth)
         if auth is not None or "@" in (prepared.url or ""):
             prepared.prepare_auth(auth, prepared.url or "")
-        prepared.prepare_hooks(merge_hooks(request.hooks, self.hooks))
         return prepared
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
@@ -429,3 +482,6 @@ class Client(requests.Session):
 
     def __repr__(self) -> str:
         return f"<wsgi_pool.Client over {self.pools!r}>"
+
+
+_PREPARE: Final = Client.prepare_request

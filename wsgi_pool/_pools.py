@@ -50,7 +50,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util import Retry, Timeout, parse_url
 
-from . import _deadline, _transport
+from . import _deadline, _head, _transport
 from ._config import DEADLINE_HEADER, PoolConfig, UpstreamSettings, normalize_origin, size_pools
 from ._deadline import Deadline, Watchdog
 from ._egress import EgressPolicy
@@ -112,6 +112,7 @@ class _Pooled(_ConnectionBase):
     wp_idle_since: float = 0.0
     wp_host_line: str | None = None  # the Host header http.client wrote on this connection
     egress: EgressPolicy | None = None  # set by _pool_classes
+    response_class = _head.RESPONSE_CLASS  # heads read without the email parser
 
     def _new_conn(self) -> socket.socket:
         return _connect_checked(self, super()._new_conn)
