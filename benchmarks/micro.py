@@ -30,6 +30,7 @@ import wsgi_pool
 from wsgi_pool import Client, PoolConfig, PoolMiddleware
 from wsgi_pool._pools import WorkerPools
 from wsgi_pool._propagation import from_environ
+from wsgi_pool._stats import UpstreamStats
 
 ROUNDS = 5
 ENVIRON = {"HTTP_X_REQUEST_ID": "bench-1"}
@@ -56,6 +57,15 @@ def clients(url: str, ca: str) -> dict[str, Callable[[str], bytes]]:
     session.verify = ca
     httpx_client = httpx.Client(verify=context)
     environ_client = _EnvironClient(wsgi_pool.client(PoolConfig(ca_bundle=ca)).pools)
+    # The same client over pools of their own (a distinct config): statistics not counted
+    # (each upstream's counters made no-ops), and Prometheus metrics kept as well.
+    uncounted = _EnvironClient(
+        wsgi_pool.client(PoolConfig(ca_bundle=ca, pool_connections=11)).pools
+    )
+    uncounted(f"{url}/echo?id=warm")
+    for stats in uncounted.pools.adapter.stats.all():
+        stats.__class__ = _Uncounted
+    prometheus = _EnvironClient(wsgi_pool.client(PoolConfig(ca_bundle=ca, prometheus=True)).pools)
 
     return {
         "persistent http.client": http_client,
@@ -63,7 +73,27 @@ def clients(url: str, ca: str) -> dict[str, Callable[[str], bytes]]:
         "requests.Session": lambda target: session.get(target).content,
         "httpx.Client": lambda target: httpx_client.get(target).content,
         "wsgi_pool (environ client)": environ_client,
+        "wsgi_pool, statistics not counted": uncounted,
+        "wsgi_pool, Prometheus metrics kept": prometheus,
     }
+
+
+class _Uncounted(UpstreamStats):
+    """An upstream's statistics that count nothing: what counting costs is the difference."""
+
+    __slots__ = ()
+
+    def add(self, name: str, count: int = 1) -> None:
+        return None
+
+    def sent(self, *, reused: bool) -> None:
+        return None
+
+    def waited(self, seconds: float, *, got: bool) -> None:
+        return None
+
+    def ended(self, seconds: float, error: BaseException | None) -> None:
+        return None
 
 
 class _EnvironClient:

@@ -26,7 +26,7 @@ def worker_state(environ: WSGIEnvironment) -> dict[str, object]:
         "pid": os.getpid(),
         "descriptors": len(os.listdir("/proc/self/fd")),
         "rss_kb": rss_kb,
-        "upstreams": pools.upstreams(),
+        "upstreams": {name: found.as_dict() for name, found in pools.stats().items()},
         "deadlines_pending": pools.watchdog.pending,
     }
 

@@ -5,14 +5,20 @@
 Settings come from the environment so one file serves every stage; gunicorn's command-line
 flags still win over this file. ``WSGI_POOL_*`` variables tune the pools (see the README);
 by default each worker keeps ``threads`` connections per upstream.
+
+Prometheus (optional): ``WSGI_POOL_METRICS_PATH=/metrics`` and, with more than one worker,
+``PROMETHEUS_MULTIPROC_DIR`` pointing at an empty directory, set before gunicorn starts.
+``wsgi-pool explain -c deploy/gunicorn.conf.py`` prints what this file gives each worker.
 """
 
 import os
 
 # The hooks: validate settings in the master, record each worker's concurrency (and timeout)
 # after fork, build its pools once the app is loaded, log them if the worker is aborted,
-# close them when it exits.
+# close them when it exits, and (with PROMETHEUS_MULTIPROC_DIR set) take a dead worker's
+# gauges out of the Prometheus sums.
 from wsgi_pool.gunicorn import (
+    child_exit,
     on_starting,
     post_fork,
     post_worker_init,

@@ -46,6 +46,7 @@ def clean_registry() -> Iterator[None]:
     _process.close_process_pools()
     _process._env_default = None
     _process.record_server(None)
+    _process.record_master(None)
 
 
 @pytest.fixture

@@ -100,8 +100,8 @@ def test_close_releases_streamed_responses(upstream: Upstream) -> None:
     config = PoolConfig(pool_maxsize=1, pool_timeout=0.2)
     with wsgi_pool.client(config) as http:
         http.get(f"{upstream.url}/big?size=2000000", stream=True)
-        assert http.pools.upstreams()[upstream.url]["free_slots"] == 0
-    assert http.pools.upstreams()[upstream.url]["free_slots"] == 1
+        assert http.pools.stats()[upstream.url].in_use == 1
+    assert http.pools.stats()[upstream.url].in_use == 0
     assert wsgi_pool.client(config).get(f"{upstream.url}/next").status_code == 200
 
 
@@ -156,7 +156,10 @@ def test_repr_shows_the_pools(upstream: Upstream) -> None:
     assert text.startswith(
         f"<wsgi_pool.Client over <WorkerPools pid={os.getpid()} pool_maxsize=2 pool_block=True ["
     )
-    assert f"{upstream.url}: 1 opened, 1 idle, 0 in use]>>" in text
+    assert (
+        f"{upstream.url}: Requests: 0 active, 0 waiting | "
+        f"Connections: 0 in use, 1 idle, 1 opened]>>"
+    ) in text
 
 
 def test_requests_never_read_the_environment_by_default(
@@ -258,11 +261,11 @@ def test_a_changed_process_id_gets_new_pools_and_leaves_the_old_ones_open(
     assert child_pools is not parent_pools
     assert child_pools.pid == fake_pid[0]
     assert any(parent_pools in held.by_config.values() for held in _process._inherited)
-    assert parent_pools.upstreams()[upstream.url]["idle"] == 1
+    assert parent_pools.stats()[upstream.url].idle == 1
     http.get(f"{upstream.url}/child")
     assert upstream.stats().connections_opened == 2
     assert _process.close_process_pools() == 1
-    assert parent_pools.upstreams()[upstream.url]["idle"] == 1
+    assert parent_pools.stats()[upstream.url].idle == 1
 
 
 def test_the_at_fork_hook_sets_the_parents_pools_aside(
@@ -274,7 +277,7 @@ def test_the_at_fork_hook_sets_the_parents_pools_aside(
     _process._after_fork_in_child()
     assert list(_process._by_pid) == []
     assert any(parent_pools in held.by_config.values() for held in _process._inherited)
-    assert parent_pools.upstreams()[upstream.url]["idle"] == 1
+    assert parent_pools.stats()[upstream.url].idle == 1
 
 
 def test_close_process_pools_without_pools_closes_nothing(fake_pid: list[int]) -> None:

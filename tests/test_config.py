@@ -325,6 +325,8 @@ def test_from_env_reads_every_field_by_its_name() -> None:
             "WSGI_POOL_EGRESS_ALLOW": "10.0.0.0/8, fd00::/8",
             "WSGI_POOL_EGRESS_DENY": "10.1.2.3",
             "WSGI_POOL_EGRESS_DENY_PRIVATE": "1",
+            "WSGI_POOL_PROMETHEUS": "yes",
+            "WSGI_POOL_METRICS_PATH": "/_metrics",
             "PATH": "/usr/bin",
         }
     )
@@ -364,6 +366,8 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         egress_allow=("10.0.0.0/8", "fd00::/8"),
         egress_deny=("10.1.2.3/32",),
         egress_deny_private=True,
+        prometheus=True,
+        metrics_path="/_metrics",
     )
     assert {f.name for f in dataclasses.fields(PoolConfig)} == {
         "worker_class", "threads", "worker_connections", "pool_maxsize", "pool_connections", "pool_block",
@@ -373,6 +377,7 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         "http_cache_entry_bytes", "deadline_headers", "propagate_deadline",
         "upstreams", "trust_env", "proxies", "propagate", "request_id_header", "max_redirects",
         "redirect_headers", "ca_bundle", "allow_unverified", "egress_allow", "egress_deny",
+        "prometheus", "metrics_path",
         "egress_deny_private",
     }  # fmt: skip
 

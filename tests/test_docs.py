@@ -40,6 +40,7 @@ def check_gunicorn_conf(namespace: dict[str, Any], upstream: Upstream) -> None:
 
     cfg = Config()
     for name in (
+        "child_exit",
         "on_starting",
         "post_fork",
         "post_worker_init",
@@ -84,6 +85,12 @@ def check_http_cache(namespace: dict[str, Any], upstream: Upstream) -> None:
     assert upstream.stats().requests_served == 1  # the second GET came from the cache
 
 
+def check_pool_stats(namespace: dict[str, Any], upstream: Upstream) -> None:
+    found = namespace["found"]
+    assert (found.calls, found.opened, found.reused, found.idle) == (2, 1, 1, 1)
+    assert upstream.stats().connections_opened == 1
+
+
 def check_trust_boundaries(namespace: dict[str, Any], upstream: Upstream) -> None:
     config = namespace["config"]
     settings = config.for_upstream("https://inventory.internal:443")
@@ -103,6 +110,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "deadlines": check_deadlines,
     "http cache": check_http_cache,
     "config in code": check_config_in_code,
+    "pool stats": check_pool_stats,
 }
 
 

@@ -80,8 +80,8 @@ class Harness:
         """A healthy call succeeds at once, every slot is back; then no descriptor is left open."""
         assert http.get(f"{self.healthy.url}/after").json()["path"] == "/after"
         pools = http.pools
-        for origin, counts in pools.upstreams().items():
-            assert counts["free_slots"] == pools.sizing.pool_maxsize, f"a slot to {origin} is held"
+        for origin, found in pools.stats().items():
+            assert found.in_use == 0, f"a slot to {origin} is held"
         self.close()
         assert wait_until(lambda: open_descriptors() <= self.baseline), (
             f"{open_descriptors() - self.baseline} descriptors leaked: {describe_descriptors()}"
@@ -232,7 +232,7 @@ def test_a_closed_idle_connection_is_detected_before_a_post(harness: Harness) ->
         assert http.post(f"{server.url}/{i}", data=b"x").status_code == 200
         assert server.closed.acquire(timeout=10)  # the server closed it before the next call
     assert [seen.connection for seen in server.requests("POST")] == [0, 1, 2]
-    assert http.pools.upstreams()[server.url + ""]["replayed"] == 0
+    assert http.pools.stats()[server.url].replays == 0
     harness.assert_intact(http)
 
 
@@ -247,7 +247,7 @@ def test_get_failing_on_a_reused_connection_is_replayed_once(harness: Harness) -
         ("/two", 0),
         ("/two", 1),
     ]
-    assert http.pools.upstreams()[server.url]["replayed"] == 1
+    assert http.pools.stats()[server.url].replays == 1
     harness.assert_intact(http)
 
 
@@ -261,7 +261,7 @@ def test_post_failing_on_a_reused_connection_is_not_replayed(harness: Harness) -
     assert isinstance(caught.value, requests.exceptions.ConnectionError)
     assert caught.value.upstream == server.url
     assert [s.path for s in server.requests("POST")] == ["/one", "/two"]
-    assert http.pools.upstreams()[server.url]["replayed"] == 0
+    assert http.pools.stats()[server.url].replays == 0
     harness.assert_intact(http)
 
 
@@ -286,7 +286,7 @@ def test_tls_connection_closed_under_a_get_is_replayed(
     assert http.get(f"{server.url}/one", verify=ca_file).status_code == 200
     assert http.get(f"{server.url}/two", verify=ca_file).status_code == 200
     assert len(server.requests()) == 3
-    assert http.pools.upstreams()[server.url]["replayed"] == 1
+    assert http.pools.stats()[server.url].replays == 1
     harness.assert_intact(http)
 
 
@@ -296,7 +296,7 @@ def test_connection_close_on_every_response(harness: Harness) -> None:
     http = harness.client()
     assert [http.get(f"{server.url}/{i}").text for i in range(5)] == ["ok"] * 5
     assert server.connections == 5
-    assert http.pools.upstreams()[server.url]["replayed"] == 0
+    assert http.pools.stats()[server.url].replays == 0
     harness.assert_intact(http)
 
 
@@ -310,7 +310,7 @@ def test_idle_connections_expire_on_the_client_side(harness: Harness) -> None:
     time.sleep(0.4)
     http.get(f"{server.url}/c")
     assert server.connections == 2
-    assert http.pools.upstreams()[server.url]["idle_expired"] == 1
+    assert http.pools.stats()[server.url].idle_expired == 1
     harness.assert_intact(http)
 
 
@@ -421,7 +421,7 @@ def test_connection_refused(harness: Harness) -> None:
         http.post(f"{url}/x", data=b"nothing was sent")
     assert isinstance(caught.value, requests.exceptions.ConnectionError)
     assert caught.value.upstream == url
-    assert http.pools.adapter.counts_for(url).retries == 2
+    assert http.pools.stats()[url].retries == 2
     harness.assert_intact(http)
 
 
@@ -660,8 +660,8 @@ def test_retry_budget_limits_retries_to_a_share_of_traffic(harness: Harness) -> 
     statuses = [http.get(f"{server.url}/{i}").status_code for i in range(20)]
     assert statuses == [503] * 20
     assert len(server.requests()) == 30  # 20 calls + 10 retries, not 20 x 4
-    counts = http.pools.adapter.counts_for(server.url)
-    assert (counts.retries, counts.budget_denied) == (10, 20)
+    found = http.pools.stats()[server.url]
+    assert (found.retries, found.retries_denied) == (10, 20)
     harness.assert_intact(http)
 
 
@@ -736,8 +736,8 @@ def test_nginx_closing_idle_connections_after_one_second(harness: Harness) -> No
         for i in range(60):
             statuses.append(http.get(f"{nginx.url}/{i}").status_code)
             time.sleep(0.95 + (i % 5) * 0.025)  # 0.95 .. 1.05 s: on both sides of nginx's timer
-        counts = http.pools.upstreams()[nginx.url]
+        counts = http.pools.stats()[nginx.url]
         assert statuses == [200] * 60
-        assert counts["opened"] > 1  # nginx did close idle connections under us
+        assert counts.opened > 1  # nginx did close idle connections under us
         print(f"nginx keepalive 1s: {counts}")
         harness.assert_intact(http)

@@ -16,6 +16,7 @@ from gunicorn.workers.base import Worker
 import wsgi_pool
 from wsgi_pool import ConfigError, _process
 from wsgi_pool import gunicorn as hooks
+from wsgi_pool._pools import live_pools
 from wsgi_pool.testing import Upstream
 
 
@@ -32,7 +33,7 @@ def worker() -> Iterator[Worker]:
 
 
 def test_hooks_have_gunicorns_exact_arity() -> None:
-    """gunicorn validates hook arity: on_starting 1, post_fork 2, post_worker_init 1, worker_abort 1, worker_exit 2."""
+    """gunicorn validates hook arity: child_exit 2, on_starting 1, post_fork 2, post_worker_init 1, worker_abort 1, worker_exit 2."""
     cfg = Config()
     for name in hooks.__all__:
         cfg.set(name, getattr(hooks, name))  # gunicorn's validator rejects a wrong arity
@@ -40,6 +41,7 @@ def test_hooks_have_gunicorns_exact_arity() -> None:
     with pytest.raises(TypeError):
         cfg.set("post_fork", hooks.post_worker_init)
     assert [len(inspect.signature(getattr(hooks, n)).parameters) for n in hooks.__all__] == [
+        2,
         1,
         2,
         1,
@@ -85,10 +87,11 @@ def test_worker_exit_closes_pools_only_in_the_workers_own_process(
     pools = http.pools
     worker.pid = os.getpid() + 1
     hooks.worker_exit(None, worker)
-    assert pools.upstreams()[upstream.url]["idle"] == 1
+    assert pools.stats()[upstream.url].idle == 1
     worker.pid = os.getpid()
     hooks.worker_exit(None, worker)
-    assert pools.upstreams() == {}
+    assert pools.stats()[upstream.url].idle == 0
+    assert live_pools(pools.adapter.poolmanager) == []
     assert not _process._by_pid[os.getpid()].by_config
 
 

@@ -170,10 +170,10 @@ def test_a_leaked_stream_is_reclaimed_when_the_response_closes(
     result = app(environ, discard_start_response)
     pools = wsgi_pool.client(config).pools
     if body == "generator":
-        assert pools.upstreams()[upstream.url]["free_slots"] == 0
+        assert pools.stats()[upstream.url].in_use == 1
         assert b"".join(result) == b"leaked"
         result.close()  # type: ignore[attr-defined]
-    assert pools.upstreams()[upstream.url]["free_slots"] == 1
+    assert pools.stats()[upstream.url].in_use == 0
     assert (
         call(make_app(lambda http: http.get(f"{upstream.url}/next").status_code, config))[1]
         == b"200"
@@ -222,7 +222,7 @@ def test_a_body_without_close_still_releases(upstream: Upstream) -> None:
     status, body, result = call(PoolMiddleware(view, config))
     assert (status, body) == ("200 OK", b"done")
     assert not hasattr(result._body, "close")
-    assert wsgi_pool.client(config).pools.upstreams()[upstream.url]["free_slots"] == 1
+    assert wsgi_pool.client(config).pools.stats()[upstream.url].in_use == 0
 
 
 def test_an_app_exception_releases_the_client(upstream: Upstream) -> None:
@@ -235,7 +235,7 @@ def test_an_app_exception_releases_the_client(upstream: Upstream) -> None:
 
     with pytest.raises(KeyError, match="boom"):
         call(PoolMiddleware(view, config))
-    assert wsgi_pool.client(config).pools.upstreams()[upstream.url]["free_slots"] == 1
+    assert wsgi_pool.client(config).pools.stats()[upstream.url].in_use == 0
 
 
 def test_requests_in_threads_share_the_process_pools(upstream: Upstream) -> None:

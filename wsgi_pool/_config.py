@@ -394,6 +394,18 @@ class PoolConfig:
         "variables, never from an incoming request.",
         _parse_bool,
     )
+    prometheus: bool = _setting(
+        False,
+        "Keep Prometheus metrics of the pools in prometheus_client (needs "
+        "wsgi_pool[prometheus]; see wsgi_pool.prometheus for gunicorn's many processes).",
+        _parse_bool,
+    )
+    metrics_path: str | None = _setting(
+        None,
+        "A path the middleware answers with the Prometheus exposition (turns prometheus on); "
+        "None: no endpoint.",
+        _parse_optional_str,
+    )
     proxies: Mapping[str, str] = _setting(
         {},
         "Proxies by scheme or 'scheme://host', as in requests (environment: "
@@ -437,8 +449,15 @@ class PoolConfig:
             "propagate_deadline",
             "allow_unverified",
             "egress_deny_private",
+            "prometheus",
         ):
             _check_bool(name, getattr(self, name))
+        if self.metrics_path is not None and (
+            not isinstance(self.metrics_path, str) or not self.metrics_path.startswith("/")
+        ):
+            raise ConfigError(
+                f"metrics_path: expected a path starting with '/', got {self.metrics_path!r}"
+            )
         _check_count("max_redirects", self.max_redirects)
         _check_ca_bundle("ca_bundle", self.ca_bundle)
         object.__setattr__(self, "retry_statuses", _check_statuses(self.retry_statuses))
@@ -761,7 +780,7 @@ def size_pools(config: PoolConfig) -> PoolSizing:
                 "deadline": why_deadline,
             }
         ),
-        warnings=_conflicts(config, deadline),
+        warnings=_conflicts(config, deadline, maxsize=maxsize, block=block),
     )
 
 
@@ -777,8 +796,24 @@ def _deadline(config: PoolConfig) -> tuple[float, str]:
     return DEFAULT_DEADLINE, "default"
 
 
-def _conflicts(config: PoolConfig, deadline: float) -> tuple[str, ...]:
+def _conflicts(
+    config: PoolConfig, deadline: float, *, maxsize: int, block: bool
+) -> tuple[str, ...]:
     found = []
+    concurrency = _concurrency(config)
+    if not block and concurrency is not None and concurrency > maxsize:
+        found.append(
+            f"{concurrency} concurrent requests per worker over pool_maxsize={maxsize} with "
+            f"pool_block=False: extra connections are opened and thrown away (urllib3's "
+            f'"Connection pool is full, discarding connection"); set pool_block=True or '
+            f"pool_maxsize>={concurrency}"
+        )
+    if config.worker_class == "gevent" and (not block or maxsize > GEVENT_POOL_CAP):
+        found.append(
+            f"gevent worker with pool_maxsize={maxsize} and pool_block={block}: up to "
+            f"{concurrency or 1000} greenlets can each open a connection per upstream; cap it "
+            f"(pool_block=True, pool_maxsize<={GEVENT_POOL_CAP})"
+        )
     timeout = config.worker_timeout
     if timeout and deadline >= timeout:
         found.append(
@@ -792,6 +827,18 @@ def _conflicts(config: PoolConfig, deadline: float) -> tuple[str, ...]:
         if timeout and settings.deadline is not None and settings.deadline >= timeout
     )
     return tuple(found)
+
+
+def _concurrency(config: PoolConfig) -> int | None:
+    """Concurrent WSGI calls per worker, as the server's settings say; None if unknown."""
+    kind = config.worker_class
+    if kind == "gevent":
+        return config.worker_connections or 1000
+    if kind in {"gthread", "sync"}:
+        return config.threads or 1
+    if kind == "tornado":
+        return 1
+    return config.threads
 
 
 def _maxsize_for_server(config: PoolConfig) -> tuple[int, str]:  # noqa: PLR0911  (one return per row of the sizing table)

@@ -83,6 +83,8 @@ class DeadlineExceeded(UpstreamTimeout):
 
     def __init__(self, upstream: str, deadline: float, where: str, request: Any = None) -> None:
         self.deadline = deadline
+        self.where = where
+        """What the call was doing when the deadline passed (``"waiting for a free connection"``...)."""
         super().__init__(
             f"deadline of {deadline:g} s exceeded while {where}", upstream=upstream, request=request
         )

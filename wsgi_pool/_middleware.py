@@ -13,6 +13,9 @@ app (under gunicorn's ``--preload`` that happens in the master, before the fork)
 server closes the response, connections the handler left checked out (an unread
 ``stream=True`` response) go back to the pool.
 
+With ``metrics_path`` set, it answers that path with the Prometheus exposition (see
+``wsgi_pool.prometheus``) instead of calling the app.
+
 It reads the incoming request id and trace context (validated; fresh ones when absent or
 invalid, with a warning for a rejected value) and the incoming budget. The request id is
 also left in ``environ["wsgi_pool.request_id"]`` for the app's own logs.
@@ -51,6 +54,10 @@ class PoolMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         self._pools = pools = _process.current(self._pools, self.config)
         config = pools.config
+        if pools.metrics is not None:
+            if environ.get("PATH_INFO") == config.metrics_path:
+                return pools.metrics(environ, start_response)
+            pools.metrics.tick()
         propagation = _propagation.from_environ(environ, config.request_id_header)
         environ[REQUEST_ID_KEY] = propagation.request_id
         client = environ[ENVIRON_KEY] = Client(

@@ -65,12 +65,14 @@ from ._failures import (
     pool_closed,
     translate,
 )
+from ._stats import Registry, Sink, Snapshot, UpstreamStats
 
 if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
     from urllib3.response import BaseHTTPResponse
 
     from ._cache import HttpCache
+    from .prometheus import Exporter
 
     _ConnectionBase = HTTPConnection  # what the mixin below is mixed into
 else:
@@ -111,6 +113,7 @@ class _Pooled(_ConnectionBase):
     wp_deadline: Deadline | None = None
     wp_idle_since: float = 0.0
     wp_host_line: str | None = None  # the Host header http.client wrote on this connection
+    wp_sent: bool = False  # a request went out on it since it was taken from the pool
     egress: EgressPolicy | None = None  # set by _pool_classes
     response_class = _head.RESPONSE_CLASS  # heads read without the email parser
 
@@ -235,31 +238,6 @@ def _connect_checked(conn: _Pooled, connect: Callable[[], socket.socket]) -> soc
         conn._dns_host = host
 
 
-class _Counts:
-    """Counters; every one changed only under ``lock``."""
-
-    __slots__ = ("lock",)
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-
-    def add(self, name: str) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + 1)
-
-
-class PoolCounts(_Counts):
-    """What happened to one upstream's connections beyond urllib3's own counts."""
-
-    __slots__ = ("connected", "idle_expired", "replayed")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.connected = 0
-        self.replayed = 0
-        self.idle_expired = 0
-
-
 class _HTTPPool(HTTPConnectionPool):
     """urllib3's pool, with the wait, idle expiry, stale replay and deadline pairing above."""
 
@@ -268,35 +246,72 @@ class _HTTPPool(HTTPConnectionPool):
     pool_wait: float = 0.0
     idle_timeout: float = 0.0
     watchdog: Watchdog  # set by _pool_classes
+    registry: Registry  # set by _pool_classes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.counts = PoolCounts()
+        self.stats = self.registry.for_upstream(pool_origin(self.scheme, self.host, self.port))
 
     def _get_conn(self, timeout: float | None = None) -> BaseHTTPConnection:
         wait = self.pool_wait if timeout is None else timeout
         deadline = _deadline.current()
-        if deadline is not None and deadline.remaining() < wait:
-            wait = max(deadline.remaining(), 0.0)
-            try:
-                conn = super()._get_conn(wait)
-            except EmptyPoolError as exc:
-                raise _DeadlineWhileWaiting(self, str(exc)) from None
+        remaining = None if deadline is None else deadline.remaining()
+        short = remaining is not None and remaining < wait
+        if remaining is not None and short:
+            wait = max(remaining, 0.0)
+        queue = self.pool
+        if self.block and queue is not None and queue.empty():  # no free slot: a wait
+            conn = self._waited_for(wait, short=short)
         else:
-            conn = super()._get_conn(wait)
+            conn = self._taken(wait, short=short)
         if (
             conn.sock is not None  # type: ignore[attr-defined]
             and time.monotonic() - conn.wp_idle_since > self.idle_timeout  # type: ignore[attr-defined]
         ):
             conn.close()  # idle too long: the server may be closing it right now
-            self.counts.add("idle_expired")
+            self.stats.add("idle_expired")
         return conn
+
+    def _waited_for(self, wait: float, *, short: bool) -> BaseHTTPConnection:
+        stats = self.stats
+        stats.add("waiting")
+        started = time.monotonic()
+        got = False
+        try:
+            conn = self._taken(wait, short=short)
+            got = True
+            return conn
+        finally:
+            stats.add("waiting", -1)
+            stats.waited(time.monotonic() - started, got=got)
+
+    def _taken(self, wait: float, *, short: bool) -> BaseHTTPConnection:
+        try:
+            return super()._get_conn(wait)
+        except EmptyPoolError as exc:
+            if short:  # the deadline, not pool_timeout, ended the wait
+                raise _DeadlineWhileWaiting(self, str(exc)) from None
+            raise
 
     def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
         if conn is not None:
             self.watchdog.disarm(conn)  # type: ignore[arg-type]
             conn.wp_idle_since = time.monotonic()  # type: ignore[attr-defined]
+            sent, conn.wp_sent = conn.wp_sent, False  # type: ignore[attr-defined]
+            if sent and (
+                conn.sock is None  # type: ignore[attr-defined]
+                or (not self.block and self.pool is not None and self.pool.full())
+            ):
+                self.stats.add("discarded")  # closed after use, or no room to keep it
         super()._put_conn(conn)
+
+    def discard(self, conn: BaseHTTPConnection) -> None:
+        """Close ``conn`` after a failed try and give its slot back."""
+        if conn.sock is not None:  # type: ignore[attr-defined]
+            self.stats.add("discarded")
+        conn.close()
+        conn.wp_sent = False  # type: ignore[attr-defined]
+        self._put_conn(None)
 
     def _make_request(
         self,
@@ -312,8 +327,8 @@ class _HTTPPool(HTTPConnectionPool):
         if deadline is not None:  # pragma: no branch  (the adapter binds one for every call)
             self.watchdog.arm(deadline, conn)  # type: ignore[arg-type]
         reused = conn.sock is not None  # type: ignore[attr-defined]
-        if not reused:
-            self.counts.add("connected")
+        self.stats.sent(reused=reused)
+        conn.wp_sent = True  # type: ignore[attr-defined]
         try:
             return super()._make_request(conn, method, url, body, headers, *args, **kwargs)
         except _STALE:
@@ -322,8 +337,8 @@ class _HTTPPool(HTTPConnectionPool):
             if not reused or not replay_safe(method, headers) or not _resendable(body):
                 raise
             conn.close()
-            self.counts.add("replayed")
-            self.counts.add("connected")
+            self.stats.add("replays")
+            self.stats.sent(reused=False)
             logger.debug(
                 "replaying %s %s on a new connection: the reused one was closed", method, url
             )
@@ -343,10 +358,19 @@ def _resendable(body: Any) -> bool:
 
 
 def _pool_classes(
-    wait: float, idle_timeout: float, watchdog: Watchdog, egress: EgressPolicy | None
+    wait: float,
+    idle_timeout: float,
+    watchdog: Watchdog,
+    egress: EgressPolicy | None,
+    registry: Registry,
 ) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes bound to one process's settings, watchdog and egress policy."""
-    settings = {"pool_wait": wait, "idle_timeout": idle_timeout, "watchdog": watchdog}
+    """urllib3 pool classes bound to one process's settings, watchdog, egress policy and stats."""
+    settings = {
+        "pool_wait": wait,
+        "idle_timeout": idle_timeout,
+        "watchdog": watchdog,
+        "registry": registry,
+    }
     plain = type("HTTPConnection", (_Connection,), {"egress": egress})
     tls = type("HTTPSConnection", (_HTTPSConnection,), {"egress": egress})
     return {
@@ -399,18 +423,6 @@ class RetryBudget:
             return True
 
 
-class UpstreamCounts(_Counts):
-    """Per upstream: its retry budget, retries made and retries the budget refused."""
-
-    __slots__ = ("budget", "budget_denied", "retries")
-
-    def __init__(self, budget: RetryBudget) -> None:
-        super().__init__()
-        self.budget = budget
-        self.retries = 0
-        self.budget_denied = 0
-
-
 # -- the adapter (requests) -----------------------------------------------------------------------
 
 
@@ -446,17 +458,20 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
     def __init__(self, config: PoolConfig, watchdog: Watchdog) -> None:
         self.pool_config = config
         self.sizing = size_pools(config)
+        self.stats = Registry(sink_for=_sink_factory(config))
         self._pool_classes = _pool_classes(
             self.sizing.pool_timeout,
             config.idle_timeout,
             watchdog,
             EgressPolicy.from_config(config),
+            self.stats,
         )
-        # Per upstream (origin): effective settings and counts, created on first use. A dict
-        # assignment is atomic; two threads racing on a new upstream build equal values.
+        # Per upstream (origin): effective settings, at most MAX_SETTINGS kept (the rest are
+        # worked out per call), and a retry budget per counted upstream (bounded by the stats'
+        # registry). A dict assignment is atomic; two threads racing on a new upstream build
+        # equal settings, and setdefault keeps one budget.
         self._settings: dict[str, UpstreamSettings] = {}
-        self._counts: dict[str, UpstreamCounts] = {}
-        self._counts_lock = threading.Lock()
+        self._budgets: dict[str, RetryBudget] = {}
         self._finder = _transport.PoolFinder(self)
         self.http_cache: HttpCache | None = None
         if config.http_cache_bytes is not None:
@@ -518,25 +533,23 @@ class SharedAdapter(_ReadOnly, HTTPAdapter):
         """The settings that apply to calls to ``origin`` (``scheme://host:port``)."""
         found = self._settings.get(origin)
         if found is None:
-            found = self._settings[origin] = self.pool_config.for_upstream(origin)
+            found = self.pool_config.for_upstream(origin)
+            if len(self._settings) < MAX_SETTINGS:
+                self._settings[origin] = found
         return found
 
     def deadline_for(self, origin: str) -> float:
         return self.settings_for(origin).deadline or self.sizing.deadline
 
-    def counts_for(self, origin: str) -> UpstreamCounts:
-        found = self._counts.get(origin)
+    def budget_for(self, stats: UpstreamStats) -> RetryBudget:
+        """The retry budget of the upstream ``stats`` counts."""
+        found = self._budgets.get(stats.upstream)
         if found is None:
-            with self._counts_lock:
-                found = self._counts.setdefault(
-                    origin,
-                    UpstreamCounts(
-                        RetryBudget(
-                            self.pool_config.retry_budget,
-                            self.pool_config.retry_budget_min_per_second,
-                        )
-                    ),
-                )
+            config = self.pool_config
+            found = self._budgets.setdefault(
+                stats.upstream,
+                RetryBudget(config.retry_budget, config.retry_budget_min_per_second),
+            )
         return found
 
     def send(  # noqa: PLR0917  (requests' HTTPAdapter.send signature)
@@ -645,7 +658,8 @@ class _Call:
         self.deadline = deadline
         self.settings = adapter.settings_for(origin)
         self.connect, self.read = _per_op(timeout, self.settings)
-        self.counts = adapter.counts_for(origin)
+        self.stats = adapter.stats.for_upstream(origin)
+        self.budget = adapter.budget_for(self.stats)
         self.retries_left = self.settings.retries or 0
         self.retried = 0
 
@@ -662,13 +676,26 @@ class _Call:
         return verify
 
     def run(self, **kwargs: Any) -> requests.Response:
+        """The call, counted: its time to the response (or the error), and the error's kind."""
+        started = time.monotonic()
+        error: Exception | None = None
+        try:
+            return self._run(**kwargs)
+        except Exception as exc:
+            error = exc
+            self._warn_of(exc)
+            raise
+        finally:
+            self.stats.ended(time.monotonic() - started, error)
+
+    def _run(self, **kwargs: Any) -> requests.Response:
         config = self.adapter.pool_config
         propagate = self.settings.propagate
         if propagate:
             trace = getattr(self.request, TRACE_ATTRIBUTE, None)
             if trace is not None:
                 trace.apply(self.request.headers, config.request_id_header)
-        self.counts.budget.record_request()
+        self.budget.record_request()
         closed_pool_retries = 0
         while True:
             remaining = self.deadline.remaining()
@@ -693,7 +720,7 @@ class _Call:
                 raise DeadlineExceeded(
                     self.origin,
                     self.deadline.seconds,
-                    "waiting for a free connection",
+                    _WAITING,
                     request=self.request,
                 ) from None
             except EmptyPoolError as exc:
@@ -747,18 +774,45 @@ class _Call:
         """Whether a retry after ``delay`` seconds fits the count, the deadline and the budget; sleeps if so."""
         if self.retries_left <= 0 or delay >= self.deadline.remaining():
             return False
-        if not self.counts.budget.try_retry():
-            self.counts.add("budget_denied")
+        if not self.budget.try_retry():
+            self.stats.add("retries_denied")
+            self._warn(
+                "retry budget",
+                f"retry budget exhausted: {why} not retried (the budget allows "
+                f"{self.adapter.pool_config.retry_budget:.0%} of calls as retries)",
+            )
             return False
         self.retries_left -= 1
         self.retried += 1
-        self.counts.add("retries")
+        self.stats.add("retries")
         logger.debug(
             "retrying %s %s after %s in %.3f s", self.request.method, self.origin, why, delay
         )
         if delay > 0:
             time.sleep(delay)
         return True
+
+    def _warn_of(self, error: Exception) -> None:
+        if isinstance(error, PoolTimeout) or (
+            isinstance(error, DeadlineExceeded) and error.where == _WAITING
+        ):
+            self._warn("pool wait", str(error))
+
+    def _warn(self, what: str, message: str) -> None:
+        """A warning an operator must act on, at most one per upstream and kind every few seconds."""
+        held = self.stats.may_warn(what, time.monotonic())
+        if held is None:
+            return
+        trace = getattr(self.request, TRACE_ATTRIBUTE, None)
+        request_id = None if trace is None else trace.request_id
+        more = f" ({held} more like it not logged)" if held else ""
+        logger.warning(
+            "%s [request_id=%s]%s",
+            message,
+            request_id or "-",
+            more,
+            extra={"request_id": request_id, "upstream": self.origin},
+        )
 
     def _backoff(self) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
@@ -779,9 +833,14 @@ class _Call:
         ):
             response.close()
             raise ResponseTooLarge(self.origin, limit, 0, request=self.request, response=response)
-        response.wp_guard = _Guard(self.origin, self.deadline, limit)  # type: ignore[attr-defined]
+        response.wp_guard = _Guard(self.origin, self.deadline, limit, self.stats)  # type: ignore[attr-defined]
         return response
 
+
+_WAITING: Final = "waiting for a free connection"
+
+MAX_SETTINGS: Final = 1024
+"""Upstreams whose effective settings an adapter keeps worked out."""
 
 TRACE_ATTRIBUTE: Final = "wsgi_pool_propagation"
 """The attribute of a ``PreparedRequest`` that holds the calling request's :class:`Propagation`."""
@@ -821,12 +880,15 @@ def _per_op(timeout: Any, settings: UpstreamSettings) -> tuple[float, float]:
 
 
 class _Guard:
-    __slots__ = ("deadline", "limit", "upstream")
+    __slots__ = ("deadline", "limit", "stats", "upstream")
 
-    def __init__(self, upstream: str, deadline: Deadline, limit: int | None) -> None:
+    def __init__(
+        self, upstream: str, deadline: Deadline, limit: int | None, stats: UpstreamStats
+    ) -> None:
         self.upstream = upstream
         self.deadline = deadline
         self.limit = limit
+        self.stats = stats
 
 
 class _Response(requests.Response):
@@ -893,14 +955,17 @@ class _Response(requests.Response):
         """Errors while reading the body: the response closed, the error naming the upstream."""
         try:
             yield
-        except ResponseTooLarge:
+        except ResponseTooLarge as exc:
             self.close()
+            guard.stats.failed(exc)
             raise
         except requests.exceptions.RequestException as exc:
             self.close()
-            raise translate(
+            error = translate(
                 exc, upstream=guard.upstream, deadline=guard.deadline, where="reading the body"
-            ) from exc
+            )
+            guard.stats.failed(error)
+            raise error from exc
 
 
 def live_pools(manager: Any) -> list[HTTPConnectionPool]:
@@ -914,6 +979,13 @@ def read_body(response: requests.Response) -> None:
         response.read_body()
     else:  # from an adapter the client mounted
         response.content  # noqa: B018  (reads the body)
+
+
+def pool_origin(scheme: str, host: str | None, port: int | None) -> str:
+    """The upstream a urllib3 pool connects to, named as :func:`origin_of` names it."""
+    host = host or ""
+    authority = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return _origin(scheme, f"{authority}:{port}" if port is not None else authority)
 
 
 def origin_of(url: str) -> str:
@@ -949,6 +1021,12 @@ class WorkerPools(_ReadOnly):
         self.adapter = SharedAdapter(config, self.watchdog)
         self.sizing = self.adapter.sizing
         self.proxies, self.no_proxy = _proxy_settings(config)
+        self.metrics: Exporter | None = None
+        """The Prometheus side (``config.prometheus`` or ``config.metrics_path``), else None."""
+        if config.prometheus or config.metrics_path:
+            from .prometheus import Exporter  # noqa: PLC0415  (prometheus_client is optional)
+
+            self.metrics = Exporter(self)
         self._frozen = True
 
     def bypasses_proxy(self, host: str | None) -> bool:
@@ -964,36 +1042,41 @@ class WorkerPools(_ReadOnly):
         self.adapter.shutdown()
         self.watchdog.close()
 
-    def upstreams(self) -> dict[str, dict[str, int]]:
-        """Per upstream: connections idle in the pool, opened so far, and what happened to them."""
-        found: dict[str, dict[str, int]] = {}
-        for pool in live_pools(self.adapter.poolmanager):
-            slots = list(pool.pool.queue) if pool.pool is not None else []
-            origin = origin_of(f"{pool.scheme}://{pool.host}:{pool.port}")
-            counts: Any = getattr(pool, "counts", PoolCounts())
-            retries = self.adapter.counts_for(origin)
-            found[origin] = {
-                "idle": sum(1 for conn in slots if conn is not None),
-                "free_slots": len(slots),
-                "opened": counts.connected,
-                "requests": pool.num_requests,
-                "replayed": counts.replayed,
-                "idle_expired": counts.idle_expired,
-                "retries": retries.retries,
-                "retries_denied": retries.budget_denied,
-            }
-        return found
+    def stats(self) -> dict[str, Snapshot]:
+        """Per upstream (``scheme://host:port``): what its calls and connections did, and the
+        connections in use and idle now. Upstreams past the registry's bound are under ``"other"``."""
+        gauges: dict[str, list[int]] = {}
+        for manager in self.adapter._managers():
+            for pool in live_pools(manager):
+                queue = pool.pool
+                slots = list(queue.queue) if queue is not None else []
+                found = gauges.setdefault(pool.stats.upstream, [0, 0])  # type: ignore[attr-defined]
+                found[0] += max(self.sizing.pool_maxsize - len(slots), 0) if queue else 0
+                found[1] += sum(1 for conn in slots if conn is not None and conn.sock is not None)
+        return {
+            stats.upstream: stats.snapshot(*gauges.get(stats.upstream, [0, 0]))
+            for stats in self.adapter.stats.all()
+        }
 
     def __repr__(self) -> str:
         upstreams = ", ".join(
-            f"{name}: {counts['opened']} opened, {counts['idle']} idle, "
-            f"{self.sizing.pool_maxsize - counts['free_slots']} in use"
-            for name, counts in self.upstreams().items()
+            f"{name}: Requests: {found.in_use} active, {found.waiting} waiting | "
+            f"Connections: {found.in_use} in use, {found.idle} idle, {found.opened} opened"
+            for name, found in self.stats().items()
         )
         return (
             f"<WorkerPools pid={self.pid} pool_maxsize={self.sizing.pool_maxsize} "
             f"pool_block={self.sizing.pool_block} [{upstreams}]>"
         )
+
+
+def _sink_factory(config: PoolConfig) -> Callable[[str], Sink] | None:
+    """Where upstream events go besides the counters: Prometheus if the config asks for it."""
+    if not (config.prometheus or config.metrics_path):
+        return None
+    from .prometheus import sink_for  # noqa: PLC0415  (prometheus_client is optional)
+
+    return sink_for
 
 
 def _proxy_settings(config: PoolConfig) -> tuple[Mapping[str, str], tuple[str, ...]]:

@@ -51,6 +51,7 @@ _inherited: list[_ProcessPools] = []
 _server: PoolConfig | None = None
 _env_default: PoolConfig | None = None
 _completed: dict[PoolConfig | None, PoolConfig] = {}
+_master: int | None = None  # the gunicorn master's process id (on_starting), if known
 
 
 def _this_process() -> _ProcessPools:
@@ -82,6 +83,12 @@ def record_server(server: PoolConfig | None) -> None:
     _completed.clear()
 
 
+def record_master(pid: int | None) -> None:
+    """Remember the gunicorn master's process id: pools built there are never used by a worker."""
+    global _master
+    _master = pid
+
+
 def default_config() -> PoolConfig:
     """The ``WSGI_POOL_*`` settings of this process, read once."""
     global _env_default
@@ -109,6 +116,13 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
                 logger.info("pools for pid %d: %s", process.pid, pools.sizing.describe())
                 for warning in pools.sizing.warnings:
                     logger.warning("pid %d: %s", process.pid, warning)
+                if process.pid == _master:
+                    logger.warning(
+                        "pid %d: pools built in the gunicorn master (a call at import under "
+                        "preload_app?): no worker uses them, each builds its own after fork; "
+                        "make outbound calls in handlers or after post_worker_init",
+                        process.pid,
+                    )
     return pools
 
 

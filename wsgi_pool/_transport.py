@@ -312,8 +312,9 @@ def exchange(
     finally:
         if not done:
             if conn is not None:
-                conn.close()
-            pool._put_conn(None)
+                pool.discard(conn)  # closed, its slot given back
+            else:
+                pool._put_conn(None)
 
 
 # -- writing the request ------------------------------------------------------------------------

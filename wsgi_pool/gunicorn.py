@@ -2,11 +2,12 @@
 
     # gunicorn.conf.py
     from wsgi_pool.gunicorn import (  # noqa: F401
-        on_starting, post_fork, post_worker_init, worker_abort, worker_exit,
+        child_exit, on_starting, post_fork, post_worker_init, worker_abort, worker_exit,
     )
 
 - ``on_starting`` (master): validates the ``WSGI_POOL_*`` settings, so a bad value stops
-  gunicorn before any worker starts.
+  gunicorn before any worker starts, and notes the master's process id (pools built in the
+  master are logged as a warning: no worker ever uses them).
 - ``post_fork`` (worker, before gevent patches and before the app loads): records the
   worker's concurrency as gunicorn reports it. Imports no requests. (Pools inherited from
   the master were already set aside by the at-fork hook and the process-id check.)
@@ -18,6 +19,9 @@
   worker builds fresh pools.
 - ``worker_exit`` (the worker, and sometimes the master on its behalf): closes the pools of
   the worker's own process; does nothing in any other process.
+- ``child_exit`` (master, after a worker is reaped): with ``PROMETHEUS_MULTIPROC_DIR`` set,
+  takes the dead worker's gauges out of the Prometheus sums (prometheus_client's
+  ``mark_process_dead``). Imports no requests.
 
 Each is a plain function with the exact arity gunicorn checks. If your configuration
 already defines one of these hooks, call ours from yours.
@@ -25,6 +29,7 @@ already defines one of these hooks, call ours from yours.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import Any
@@ -34,12 +39,20 @@ from ._config import PoolConfig, server_concurrency
 
 logger = logging.getLogger("wsgi_pool")
 
-__all__ = ["on_starting", "post_fork", "post_worker_init", "worker_abort", "worker_exit"]
+__all__ = [
+    "child_exit",
+    "on_starting",
+    "post_fork",
+    "post_worker_init",
+    "worker_abort",
+    "worker_exit",
+]
 
 
 def on_starting(server: Any) -> None:
     """Master, before anything: reject a bad setting at start-up."""
     PoolConfig.from_gunicorn(server.cfg)
+    _process.record_master(os.getpid())
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -62,3 +75,12 @@ def worker_exit(server: Any, worker: Any) -> None:
     """Close the worker's pools, only in the worker's own process."""
     if getattr(worker, "pid", None) == os.getpid():
         _process.close_process_pools()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, after a worker is reaped: its gauges leave the Prometheus multiprocess sums."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and importlib.util.find_spec("prometheus_client") is not None:
+        from prometheus_client import multiprocess  # noqa: PLC0415  (optional, master only)
+
+        multiprocess.mark_process_dead(worker.pid, directory)  # type: ignore[no-untyped-call]

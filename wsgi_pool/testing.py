@@ -13,7 +13,8 @@ answer: ``delay=0.2`` waits before answering, ``set_cookie=name=value`` sets a c
 ``size=N`` answers with N bytes instead of JSON, ``status=N`` answers with that status,
 ``location=URL`` adds a ``Location`` header (with ``status=302``: a redirect),
 ``cache_control=VALUE`` a ``Cache-Control`` header, and ``etag=TAG`` an ``ETag`` header (a
-request whose ``If-None-Match`` matches it gets ``304 Not Modified`` and no body).
+request whose ``If-None-Match`` matches it gets ``304 Not Modified`` and no body);
+``close=1`` ends the connection after the answer (``Connection: close``).
 
 The server records, per TCP connection, the caller process ids it saw: a connection that
 carried requests from two processes is a socket shared across a fork
@@ -117,6 +118,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header("Location", query["location"])
             if "cache_control" in query:
                 self.send_header("Cache-Control", query["cache_control"])
+            if "close" in query:  # this answer ends the connection
+                self.send_header("Connection", "close")
+                self.close_connection = True
             if etag is not None:
                 self.send_header("ETag", etag)
             self.end_headers()

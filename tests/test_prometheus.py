@@ -1,0 +1,245 @@
+"""Prometheus metrics: in one process, and summed over real gunicorn workers in multiprocess mode."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+import wsgi_pool
+from wsgi_pool import ConfigError, PoolConfig, PoolMiddleware, UpstreamUnreachable
+from wsgi_pool.testing import GunicornServer, Upstream, free_port
+
+from .conftest import ROOT, run_together
+from .faults import FaultServer, Peer
+from .test_gunicorn import CONF, wait_for_sizing_lines
+
+
+def _call(app: Any, path: str, accept: str | None = None) -> tuple[str, dict[str, str], bytes]:
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": ""}
+    if accept is not None:
+        environ["HTTP_ACCEPT"] = accept
+    body = b"".join(app(environ, start_response))
+    return seen["status"], seen["headers"], body
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_one_process_exposes_its_calls(upstream: Upstream) -> None:
+    """Three calls and a refused one show in the exposition the middleware serves at metrics_path."""
+    port = free_port()
+    refused = f"http://127.0.0.1:{port}"
+
+    def view(environ: Any, start_response: Any) -> Iterable[bytes]:
+        http = wsgi_pool.client_from(environ)
+        for _ in range(3):
+            http.get(f"{upstream.url}/x")
+        with pytest.raises(UpstreamUnreachable):
+            http.get(f"{refused}/")
+        start_response("200 OK", [])
+        return [b"done"]
+
+    app = PoolMiddleware(view, PoolConfig(metrics_path="/metrics", retries=0))
+    assert _call(app, "/")[2] == b"done"
+    status, headers, body = _call(app, "/metrics")
+    assert status.startswith("200")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    duration = {
+        (s.name, s.labels.get("upstream")): s.value
+        for s in families["wsgi_pool_call_duration_seconds"].samples
+    }
+    assert duration[("wsgi_pool_call_duration_seconds_count", upstream.url)] == 3
+    assert duration[("wsgi_pool_call_duration_seconds_count", refused)] == 1
+    assert _value("wsgi_pool_connections_opened_total", upstream=upstream.url) == 1
+    assert _value("wsgi_pool_connections_reused_total", upstream=upstream.url) == 2
+    assert _value("wsgi_pool_errors_total", upstream=refused, kind="UpstreamRefused") == 1
+    assert _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
+    assert _value("wsgi_pool_connections", upstream=upstream.url, state="in_use") == 0
+    assert headers["Content-Type"].startswith("text/plain")
+    _, openmetrics, _ = _call(app, "/metrics", accept="application/openmetrics-text")
+    assert openmetrics["Content-Type"].startswith("application/openmetrics-text")
+
+
+def test_metrics_path_must_be_a_path() -> None:
+    """A metrics_path that does not start with '/' is refused, naming the setting."""
+    with pytest.raises(ConfigError, match="metrics_path"):
+        PoolConfig(metrics_path="metrics")
+    assert PoolConfig.from_env({"WSGI_POOL_PROMETHEUS": "1"}).prometheus is True
+
+
+def _metrics(server: GunicornServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _one_request(server: GunicornServer) -> int:
+    """A GET of / on a new connection (so the two workers share the load); the worker's pid."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        connection.request("GET", "/?tag=m", headers={"Connection": "close"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 200
+        assert body["answers"] == ["m", "m", "m"]
+        return int(body["pid"])
+    finally:
+        connection.close()
+
+
+def test_two_workers_metrics_add_up_and_a_dead_workers_gauges_leave(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """gunicorn -w 2 under load: the exposition sums both workers; child_exit drops a dead one's gauges."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    env = {
+        "UPSTREAM_URL": upstream.url,
+        "WSGI_POOL_METRICS_PATH": "/metrics",
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+    }
+    flags = ["-c", CONF, "-k", "gthread", "-w", "2", "--threads", "4"]
+    with GunicornServer("tests.apps:app", flags, env=env, cwd=str(ROOT)) as server:
+        wait_for_sizing_lines(server, 2)
+        pids: set[int] = set()
+        for _ in range(10):  # until both workers served (new connections are shared out)
+            pids.update(run_together(*[lambda: _one_request(server)] * 8))
+            if len(pids) == 2:
+                break
+        counted = {int(p.stem.rsplit("_", 1)[1]) for p in directory.glob("counter_*.db")}
+        assert len(pids) == 2, "one worker served every request"
+        assert counted == pids  # each worker wrote its own counts
+        metrics = _metrics(server)
+        key = (("upstream", upstream.url),)
+        calls = metrics[("wsgi_pool_call_duration_seconds_count", key)]
+        opened = metrics[("wsgi_pool_connections_opened_total", key)]
+        reused = metrics[("wsgi_pool_connections_reused_total", key)]
+        made = upstream.stats().requests_served
+        assert calls == made  # every call the upstream answered, summed over both workers
+        assert opened == upstream.stats().connections_opened
+        assert opened + reused == made
+        assert not [name for name, _ in metrics if name == "wsgi_pool_errors_total"]
+        gauges = {pid: directory / f"gauge_livesum_{pid}.db" for pid in pids}
+        assert any(path.exists() for path in gauges.values())
+        victim = next(pid for pid, path in gauges.items() if path.exists())
+        os.kill(victim, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while gauges[victim].exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not gauges[victim].exists(), "child_exit left the dead worker's gauges"
+        wait_for_sizing_lines(server, 3)  # the replacement worker is up
+        after = _metrics(server)
+        assert after[("wsgi_pool_call_duration_seconds_count", key)] == calls  # counts stay
+
+
+def test_waits_closes_and_body_errors_reach_the_metrics(upstream: Upstream) -> None:
+    """A wait that timed out, one that got a slot, and a body over the limit are in the metrics."""
+    config = PoolConfig(prometheus=True, pool_maxsize=1, pool_timeout=0.2, retries=0)
+    http = wsgi_pool.client(config)
+    name = upstream.url
+    before = {
+        metric: _value(metric, upstream=name)
+        for metric in ("wsgi_pool_pool_waits_total", "wsgi_pool_pool_wait_timeouts_total")
+    }
+    held = http.get(f"{upstream.url}/x", stream=True)
+    with pytest.raises(wsgi_pool.PoolTimeout):
+        http.get(f"{upstream.url}/y")
+    held.close()  # unread: the connection is discarded
+    slow = f"{upstream.url}/x?delay=0.1"
+    run_together(lambda: http.get(slow), lambda: http.get(slow))
+
+    def truncated(peer: Peer) -> None:
+        peer.read_request()
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+
+    with FaultServer(truncated) as server:
+        with pytest.raises(wsgi_pool.UpstreamError):
+            http.get(f"{server.url}/x").content  # noqa: B018
+        assert _value("wsgi_pool_errors_total", upstream=server.url, kind="UpstreamReset") == 1
+    assert (
+        _value("wsgi_pool_pool_waits_total", upstream=name) - before["wsgi_pool_pool_waits_total"]
+        == 2
+    )
+    assert (
+        _value("wsgi_pool_pool_wait_timeouts_total", upstream=name)
+        - before["wsgi_pool_pool_wait_timeouts_total"]
+        == 1
+    )
+    assert _value("wsgi_pool_pool_wait_seconds_total", upstream=name) >= 0.2
+    assert _value("wsgi_pool_connections_closed_total", upstream=name, reason="discarded") >= 1
+    assert _value("wsgi_pool_errors_total", upstream=name, kind="PoolTimeout") == 1
+
+
+def test_gauges_refresh_at_most_once_a_second(upstream: Upstream) -> None:
+    """Requests arriving within GAUGE_EVERY of the last refresh leave the gauges as they were."""
+    from wsgi_pool.prometheus import GAUGE_EVERY, Exporter  # noqa: PLC0415
+
+    now = [100.0]
+    http = wsgi_pool.client(PoolConfig(prometheus=True))
+    exporter = Exporter(http.pools, clock=lambda: now[0])
+    exporter.tick()
+    assert _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 0
+    http.get(f"{upstream.url}/x")
+    exporter.tick()  # too soon
+    assert _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 0
+    now[0] += GAUGE_EVERY
+    exporter.tick()
+    assert _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
+
+
+def test_multiprocess_mode_reads_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set, the exposition is every process's files, not this one's."""
+    from wsgi_pool.prometheus import registry  # noqa: PLC0415
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    found = registry()
+    assert found is not REGISTRY
+    assert list(found.collect()) == []  # no process wrote a file yet
+
+
+def test_child_exit_removes_a_dead_workers_gauges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """child_exit deletes the reaped worker's live gauge files, and only with the directory set."""
+    from wsgi_pool import gunicorn as hooks  # noqa: PLC0415
+
+    class Worker:
+        pid = 4242
+
+    gauge = tmp_path / "gauge_livesum_4242.db"
+    counter = tmp_path / "counter_4242.db"
+    gauge.write_bytes(b"")
+    counter.write_bytes(b"")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    hooks.child_exit(None, Worker())
+    assert gauge.exists()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    hooks.child_exit(None, Worker())
+    assert not gauge.exists()
+    assert counter.exists()  # a dead worker's counts stay in the sums

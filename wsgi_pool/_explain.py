@@ -1,0 +1,188 @@
+"""``wsgi-pool explain``: the pool settings a gunicorn configuration gives each worker, and why.
+
+    wsgi-pool explain -c deploy/gunicorn.conf.py
+    wsgi-pool explain --workers 4 --threads 16 -k gthread --timeout 30
+    WSGI_POOL_POOL_BLOCK=false wsgi-pool explain -c gunicorn.conf.py --json
+
+The arguments are gunicorn's own, read by gunicorn's own parser in gunicorn's order: the
+configuration file (``-c``, else ``./gunicorn.conf.py`` if there is one), then
+``GUNICORN_CMD_ARGS``, then the command line. ``WSGI_POOL_*`` variables apply on top, as
+they do in a worker. Nothing is started and no app is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from ._config import PoolConfig, PoolSizing, size_pools
+from ._errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    """What one gunicorn configuration means for the pools."""
+
+    workers: int
+    worker_class: str
+    threads: int
+    worker_connections: int
+    worker_timeout: float
+    config: PoolConfig
+    sizing: PoolSizing
+
+    @property
+    def per_upstream(self) -> int:
+        """Connections one upstream can see from the whole server: workers x pool_maxsize."""
+        return self.workers * self.sizing.pool_maxsize
+
+    def as_dict(self) -> dict[str, Any]:
+        """The explanation as plain JSON-ready values."""
+        sizing = self.sizing
+        settings = {
+            name: {"value": getattr(sizing, name), "why": sizing.reasons[name]}
+            for name in sizing.reasons
+        }
+        return {
+            "server": {
+                "workers": self.workers,
+                "worker_class": self.worker_class,
+                "threads": self.threads,
+                "worker_connections": self.worker_connections,
+                "timeout": self.worker_timeout,
+            },
+            "per_worker": settings,
+            "per_call": _per_call(self.config),
+            "whole_server": {
+                "connections_per_upstream": self.per_upstream,
+                "connections_in_all": self.per_upstream * sizing.pool_connections,
+            },
+            "upstreams": {
+                origin: {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
+                for origin, settings in self.config.upstreams.items()
+            },
+            "warnings": list(sizing.warnings),
+        }
+
+
+def _per_call(config: PoolConfig) -> dict[str, Any]:
+    return {
+        "connect_timeout": config.connect_timeout,
+        "read_timeout": config.read_timeout,
+        "retries": config.retries,
+        "idle_timeout": config.idle_timeout,
+        "max_response_bytes": config.max_response_bytes,
+    }
+
+
+@contextlib.contextmanager
+def _argv(argv: Sequence[str]) -> Iterator[None]:
+    """gunicorn's parser reads ``sys.argv``: set it for the parse, then put it back."""
+    saved = sys.argv
+    sys.argv = ["gunicorn", *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def gunicorn_config(argv: Sequence[str]) -> Any:
+    """gunicorn's ``Config`` for these command-line arguments, loaded as gunicorn loads it."""
+    from gunicorn.app.base import Application  # noqa: PLC0415  (gunicorn is optional)
+
+    class _Settings(Application):  # type: ignore[misc]  # gunicorn is untyped
+        """An application that only loads its configuration."""
+
+        def init(self, parser: Any, opts: Any, args: Any) -> None:
+            return None
+
+        def load(self) -> None:  # pragma: no cover  (never run: nothing is served)
+            return None
+
+    with _argv(argv):
+        return _Settings(usage="wsgi-pool explain [gunicorn arguments]").cfg
+
+
+def explain(argv: Sequence[str], environ: dict[str, str] | None = None) -> Explanation:
+    """The explanation for gunicorn arguments ``argv`` and ``WSGI_POOL_*`` variables."""
+    cfg = gunicorn_config(argv)
+    config = PoolConfig.from_gunicorn(cfg, environ)
+    return Explanation(
+        workers=cfg.workers,
+        worker_class=str(cfg.worker_class_str),
+        threads=cfg.threads,
+        worker_connections=cfg.worker_connections,
+        worker_timeout=float(cfg.timeout),
+        config=config,
+        sizing=size_pools(config),
+    )
+
+
+def render(found: Explanation) -> str:
+    """The explanation as text: each number with its reason, then the warnings."""
+    data = found.as_dict()
+    server = data["server"]
+    lines = [
+        f"gunicorn: {server['workers']} worker{'s' if server['workers'] != 1 else ''}, "
+        f"worker_class={server['worker_class']}, threads={server['threads']}, "
+        f"worker_connections={server['worker_connections']}, timeout={server['timeout']:g} s",
+        "",
+        "Per worker (each builds its own pools after fork):",
+    ]
+    width = max(len(name) for name in [*data["per_worker"], *data["per_call"]])
+    lines += [
+        f"  {name:<{width}}  {entry['value']!r:<6}  {entry['why']}"
+        for name, entry in data["per_worker"].items()
+    ]
+    lines += ["", "Per call (unless an upstream or the call says otherwise):"]
+    lines += [f"  {name:<{width}}  {value!r}" for name, value in data["per_call"].items()]
+    whole = data["whole_server"]
+    pool = found.sizing
+    lines += [
+        "",
+        f"Whole server ({server['workers']} workers):",
+        f"  connections to any one upstream: at most {whole['connections_per_upstream']} "
+        f"({server['workers']} workers x pool_maxsize {pool.pool_maxsize})",
+        f"  connections in all: at most {whole['connections_in_all']} "
+        f"(x pool_connections {pool.pool_connections} upstreams kept per worker)",
+    ]
+    if data["upstreams"]:
+        lines += ["", "Upstreams with their own settings:"]
+        lines += [
+            f"  {origin}: " + ", ".join(f"{k}={v!r}" for k, v in settings.items())
+            for origin, settings in data["upstreams"].items()
+        ]
+    lines += ["", "Warnings:" if data["warnings"] else "Warnings: none"]
+    lines += [f"  - {warning}" for warning in data["warnings"]]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """``wsgi-pool``: the command line."""
+    parser = argparse.ArgumentParser(prog="wsgi-pool", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser(
+        "explain",
+        help="the pool settings a gunicorn configuration gives each worker, and why",
+        description="Any other argument is gunicorn's (-c FILE, --workers, --threads, -k, ...).",
+    )
+    command.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args, gunicorn_args = parser.parse_known_args(argv)
+    stream = sys.stdout if out is None else out
+    try:
+        found = explain(gunicorn_args)
+    except ConfigError as exc:
+        print(f"wsgi-pool explain: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(found.as_dict(), stream, indent=2)
+        stream.write("\n")
+    else:
+        stream.write(render(found) + "\n")
+    return 0

@@ -1,0 +1,214 @@
+"""Prometheus metrics of the worker's pools, right under gunicorn's many processes.
+
+Limitations first:
+
+- It needs ``prometheus_client`` (``pip install 'wsgi_pool[prometheus]'``).
+- Under gunicorn with more than one worker, every worker keeps its own numbers; only
+  prometheus_client's multiprocess mode adds them up. That mode needs an empty directory
+  per server start in ``PROMETHEUS_MULTIPROC_DIR`` (set before gunicorn starts, never
+  shared by two servers) and the ``child_exit`` hook below, or the gauges of dead workers
+  stay in the sum. Histograms and counters of dead workers stay in the sum, as they should.
+- Counters and the histogram change as calls happen. The gauges (connections in use, idle,
+  calls waiting) are read from the pools when a worker is scraped, and by every worker at
+  most once a second when an incoming request arrives (the middleware): a worker that
+  serves no request keeps the gauges it last set.
+- Labels are bounded: ``upstream`` is ``scheme://host:port`` (never a path), at most
+  :data:`wsgi_pool._stats.MAX_UPSTREAMS` of them per worker, the rest under ``"other"``;
+  ``kind`` is an exception class name.
+
+Steps:
+
+1. ``pip install 'wsgi_pool[prometheus]'``.
+2. Turn it on: ``WSGI_POOL_METRICS_PATH=/metrics`` (the middleware answers that path with
+   the exposition) or ``WSGI_POOL_PROMETHEUS=1`` (metrics kept; serve them yourself with
+   prometheus_client as usual, they are in its default registry or the multiprocess files).
+3. With several workers: ``export PROMETHEUS_MULTIPROC_DIR=/run/myapp/metrics`` (emptied
+   before each start: ``rm -rf "$PROMETHEUS_MULTIPROC_DIR"/*``).
+4. In ``gunicorn.conf.py``, next to the other hooks::
+
+       from wsgi_pool.gunicorn import child_exit  # noqa: F401
+
+The metrics (all labelled ``upstream``): ``wsgi_pool_call_duration_seconds`` (histogram,
+until the response's head), ``wsgi_pool_connections_opened_total``,
+``wsgi_pool_connections_reused_total``, ``wsgi_pool_connections_closed_total`` (``reason``:
+``idle_expired``, ``discarded``), ``wsgi_pool_pool_waits_total``,
+``wsgi_pool_pool_wait_seconds_total``, ``wsgi_pool_pool_wait_timeouts_total``,
+``wsgi_pool_retries_total``, ``wsgi_pool_retries_denied_total``, ``wsgi_pool_replays_total``,
+``wsgi_pool_errors_total`` (``kind``), and the gauges ``wsgi_pool_connections`` (``state``:
+``in_use``, ``idle``) and ``wsgi_pool_calls_waiting``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from ._stats import BUCKETS, Sink
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ._pools import WorkerPools
+
+__all__ = ["Exporter", "refresh_gauges", "registry", "sink_for"]
+
+MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+GAUGE_EVERY: Final = 1.0
+"""Seconds between two gauge updates made when a request ends."""
+
+_COUNTERS: Final = {
+    # UpstreamStats counter -> (metric name, help)
+    "opened": ("connections_opened", "Connections opened to the upstream (replays included)."),
+    "reused": ("connections_reused", "Requests sent on a connection that was already open."),
+    "waits": ("pool_waits", "Calls that found no free connection and waited for one."),
+    "wait_seconds": ("pool_wait_seconds", "Time calls spent waiting for a free connection."),
+    "wait_timeouts": (
+        "pool_wait_timeouts",
+        "Waits for a free connection that ended without one (pool_timeout or the deadline).",
+    ),
+    "retries": ("retries", "Retries made (a status, or a connection that could not be made)."),
+    "retries_denied": ("retries_denied", "Retries the retry budget refused."),
+    "replays": ("replays", "Requests sent again after a reused connection turned out closed."),
+}
+_CLOSED: Final = {"idle_expired", "discarded"}
+
+
+class _Metrics:
+    """The process's metric objects, made once (prometheus_client refuses a name twice)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram  # noqa: PLC0415  (optional)
+
+        self.duration = Histogram(
+            "wsgi_pool_call_duration_seconds",
+            "Outbound calls, from the call to the response's head (or its error).",
+            ["upstream"],
+            buckets=BUCKETS,
+        )
+        self.counters = {
+            name: Counter(f"wsgi_pool_{metric}", doc, ["upstream"])
+            for name, (metric, doc) in _COUNTERS.items()
+        }
+        self.closed = Counter(
+            "wsgi_pool_connections_closed",
+            "Connections closed by the pools: idle past idle_timeout, or discarded after use.",
+            ["upstream", "reason"],
+        )
+        self.errors = Counter(
+            "wsgi_pool_errors", "Calls that ended in an error, by its kind.", ["upstream", "kind"]
+        )
+        self.connections = Gauge(
+            "wsgi_pool_connections",
+            "Connections to the upstream now, in use or idle in the pools.",
+            ["upstream", "state"],
+            multiprocess_mode="livesum",
+        )
+        self.waiting = Gauge(
+            "wsgi_pool_calls_waiting",
+            "Calls waiting for a free connection now.",
+            ["upstream"],
+            multiprocess_mode="livesum",
+        )
+
+
+_metrics: _Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def _the_metrics() -> _Metrics:
+    global _metrics
+    if _metrics is None:
+        with _metrics_lock:
+            if _metrics is None:  # pragma: no branch  (else: another thread made them)
+                _metrics = _Metrics()
+    return _metrics
+
+
+class _UpstreamSink:
+    """Where one upstream's events go in prometheus_client: its labelled children, made once."""
+
+    __slots__ = ("_counters", "_duration", "_errors", "_upstream")
+
+    def __init__(self, upstream: str) -> None:
+        metrics = _the_metrics()
+        self._upstream = upstream
+        self._duration = metrics.duration.labels(upstream)
+        self._counters: dict[str, Any] = {
+            name: counter.labels(upstream) for name, counter in metrics.counters.items()
+        }
+        self._counters.update(
+            {reason: metrics.closed.labels(upstream, reason) for reason in _CLOSED}
+        )
+        self._errors = metrics.errors
+
+    def add(self, name: str, count: float) -> None:
+        counter = self._counters.get(name)
+        if counter is not None and count > 0:
+            counter.inc(count)
+
+    def ended(self, seconds: float, error: BaseException | None) -> None:
+        self._duration.observe(seconds)
+        if error is not None:
+            self.failed(error)
+
+    def failed(self, error: BaseException) -> None:
+        self._errors.labels(self._upstream, type(error).__name__).inc()
+
+
+def sink_for(upstream: str) -> Sink:
+    """The sink that turns one upstream's events into this process's Prometheus metrics."""
+    return _UpstreamSink(upstream)
+
+
+def refresh_gauges(pools: WorkerPools) -> None:
+    """Set this process's gauges from its pools now."""
+    metrics = _the_metrics()
+    for upstream, found in pools.stats().items():
+        metrics.connections.labels(upstream, "in_use").set(found.in_use)
+        metrics.connections.labels(upstream, "idle").set(found.idle)
+        metrics.waiting.labels(upstream).set(found.waiting)
+
+
+def registry() -> Any:
+    """The registry to expose: every worker's files in multiprocess mode, else this process's."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess  # noqa: PLC0415
+
+    if os.environ.get(MULTIPROCESS_ENV):
+        found = CollectorRegistry()
+        multiprocess.MultiProcessCollector(found)  # type: ignore[no-untyped-call]
+        return found
+    return REGISTRY
+
+
+class Exporter:
+    """One worker's side of the export: its gauges kept fresh, and the endpoint's WSGI app.
+
+    Mutable state: ``_next`` (when the gauges are next refreshed; a race refreshes twice,
+    harmlessly) and ``_app`` (made on first scrape; a race makes two equal ones).
+    """
+
+    def __init__(self, pools: WorkerPools, clock: Callable[[], float] = time.monotonic) -> None:
+        self._pools = pools
+        self._clock = clock
+        self._next = 0.0
+        self._app: WSGIApplication | None = None
+
+    def tick(self) -> None:
+        """A request arrived: refresh the gauges if the last refresh is :data:`GAUGE_EVERY` old."""
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + GAUGE_EVERY
+            refresh_gauges(self._pools)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The exposition (text or OpenMetrics, as the scraper asks), this worker's gauges fresh."""
+        if self._app is None:
+            from prometheus_client import make_wsgi_app  # noqa: PLC0415
+
+            self._app = make_wsgi_app(registry())
+        refresh_gauges(self._pools)
+        self._next = self._clock() + GAUGE_EVERY
+        return self._app(environ, start_response)
