@@ -8,6 +8,8 @@ It starts a local upstream (it counts the TCP connections it accepts), serves
 ``deploy/gunicorn.conf.py``, drives concurrent keep-alive load at it, and reports incoming
 requests, outbound calls, upstream connections opened, reuse, latency and wrong answers:
 first through the request-scoped client, then with the same load through ``requests.get``.
+After the first phase it reads the middleware's Prometheus endpoint (multiprocess mode: both
+workers summed) and prints wsgi_pool's metrics.
 It exits non-zero if any answer was wrong or any request failed.
 """
 
@@ -18,6 +20,7 @@ import http.client
 import json
 import math
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -27,6 +30,7 @@ from pathlib import Path
 from wsgi_pool.testing import GunicornServer, Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
+METRICS_PATH = "/metrics"
 
 
 @dataclass
@@ -149,7 +153,25 @@ def run_phase(
     return phase
 
 
-def report(phases: list[Phase], args: argparse.Namespace, sizing: list[str]) -> str:
+def scrape(server: GunicornServer) -> list[str]:
+    """The wsgi_pool lines of the Prometheus exposition the middleware serves (both workers
+    summed), histogram buckets left out."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    try:
+        connection.request("GET", METRICS_PATH)
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    return sorted(
+        line
+        for line in text.splitlines()
+        if line.startswith("wsgi_pool_") and "_bucket{" not in line
+    )
+
+
+def report(
+    phases: list[Phase], args: argparse.Namespace, sizing: list[str], metrics: list[str]
+) -> str:
     pooled, naive = phases
     rows: list[tuple[str, str, str]] = [
         ("incoming requests", f"{pooled.requests}", f"{naive.requests}"),
@@ -187,6 +209,10 @@ def report(phases: list[Phase], args: argparse.Namespace, sizing: list[str]) -> 
         "each worker's sizing decision, from the gunicorn log:",
         *(f"  {line}" for line in sizing),
         "",
+        f"Prometheus, GET {METRICS_PATH} after the wsgi_pool phase (all workers, warm-up "
+        f"included; histogram buckets left out):",
+        *(f"  {line}" for line in metrics),
+        "",
     ]
     return "\n".join(lines)
 
@@ -208,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
-    with Upstream() as upstream:
-        env = {"UPSTREAM_URL": upstream.url, "UPSTREAM_CALLS": str(args.calls)}
+    with Upstream() as upstream, tempfile.TemporaryDirectory() as metrics_dir:
+        env = {
+            "UPSTREAM_URL": upstream.url,
+            "UPSTREAM_CALLS": str(args.calls),
+            "WSGI_POOL_METRICS_PATH": METRICS_PATH,
+            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        }
         flags = [
             "-c",
             str(ROOT / "deploy" / "gunicorn.conf.py"),
@@ -226,21 +257,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"upstream {upstream.url}; gunicorn {server.url} serving examples/plain_wsgi.py",
                 file=sys.stderr,
             )
-            phases = [
-                run_phase("wsgi_pool", "/", server, upstream, args),
-                run_phase("requests.get per call", "/naive", server, upstream, args),
-            ]
+            phases = [run_phase("wsgi_pool", "/", server, upstream, args)]
+            time.sleep(1.5)  # every worker refreshes its gauges once a second
+            metrics = scrape(server)
+            phases.append(run_phase("requests.get per call", "/naive", server, upstream, args))
             server.stop()
             sizing = [
                 line.split("wsgi_pool: ", 1)[1]
                 for line in server.log().splitlines()
                 if "wsgi_pool: pools for pid" in line
             ]
-    print(report(phases, args, sizing))
+    print(report(phases, args, sizing, metrics))
     if args.json:
-        args.json.write_text(
-            json.dumps({"phases": [p.summary() for p in phases], "sizing": sizing}, indent=2)
-        )
+        figures = {"phases": [p.summary() for p in phases], "sizing": sizing, "metrics": metrics}
+        args.json.write_text(json.dumps(figures, indent=2))
     failed = any(p.errors or p.wrong_answers or p.shared_connections for p in phases)
     return 1 if failed else 0
 

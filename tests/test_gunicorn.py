@@ -139,3 +139,9 @@ def test_the_demo_reports_pooling_against_requests_get(
     assert pooled["upstream_connections"] <= 2 * 8
     assert naive["upstream_connections"] == 600
     assert len(json.loads(figures.read_text())["sizing"]) == 2
+    # Prometheus, both workers summed: every pooled call, the 8 warm-up requests' included.
+    metrics = json.loads(figures.read_text())["metrics"]
+    counted = [line for line in metrics if line.startswith("wsgi_pool_call_duration_seconds_count")]
+    assert len(counted) == 1
+    assert float(counted[0].rsplit(" ", 1)[1]) == (200 + 8) * 3
+    assert "Prometheus, GET /metrics" in report

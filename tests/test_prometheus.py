@@ -20,7 +20,7 @@ from wsgi_pool import ConfigError, PoolConfig, PoolMiddleware, UpstreamUnreachab
 from wsgi_pool.testing import GunicornServer, Upstream, free_port
 
 from .conftest import ROOT, run_together
-from .faults import FaultServer, Peer
+from .faults import FaultServer, Peer, wait_until
 from .test_gunicorn import CONF, wait_for_sizing_lines
 
 
@@ -194,21 +194,20 @@ def test_waits_closes_and_body_errors_reach_the_metrics(upstream: Upstream) -> N
     assert _value("wsgi_pool_errors_total", upstream=name, kind="PoolTimeout") == 1
 
 
-def test_gauges_refresh_at_most_once_a_second(upstream: Upstream) -> None:
-    """Requests arriving within GAUGE_EVERY of the last refresh leave the gauges as they were."""
-    from wsgi_pool.prometheus import GAUGE_EVERY, Exporter  # noqa: PLC0415
+def test_each_worker_refreshes_its_gauges(upstream: Upstream) -> None:
+    """A worker's gauges follow its pools without a scrape, and stop following once it closes."""
+    from wsgi_pool.prometheus import Exporter  # noqa: PLC0415
 
-    now = [100.0]
     http = wsgi_pool.client(PoolConfig(prometheus=True))
-    exporter = Exporter(http.pools, clock=lambda: now[0])
-    exporter.tick()
-    assert _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 0
     http.get(f"{upstream.url}/x")
-    exporter.tick()  # too soon
-    assert _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 0
-    now[0] += GAUGE_EVERY
-    exporter.tick()
-    assert _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
+    exporter = Exporter(http.pools, every=0.01)
+    try:
+        assert wait_until(
+            lambda: _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
+        )
+    finally:
+        exporter.close()
+    assert _value("wsgi_pool_connections", upstream=upstream.url, state="in_use") == 0
 
 
 def test_multiprocess_mode_reads_the_directory(

@@ -54,10 +54,8 @@ class PoolMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         self._pools = pools = _process.current(self._pools, self.config)
         config = pools.config
-        if pools.metrics is not None:
-            if environ.get("PATH_INFO") == config.metrics_path:
-                return pools.metrics(environ, start_response)
-            pools.metrics.tick()
+        if pools.metrics is not None and environ.get("PATH_INFO") == config.metrics_path:
+            return pools.metrics(environ, start_response)
         propagation = _propagation.from_environ(environ, config.request_id_header)
         environ[REQUEST_ID_KEY] = propagation.request_id
         client = environ[ENVIRON_KEY] = Client(

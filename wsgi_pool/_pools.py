@@ -1041,6 +1041,8 @@ class WorkerPools(_ReadOnly):
         """Close every idle pooled connection and stop the watchdog; connections in use close when returned."""
         self.adapter.shutdown()
         self.watchdog.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def stats(self) -> dict[str, Snapshot]:
         """Per upstream (``scheme://host:port``): what its calls and connections did, and the

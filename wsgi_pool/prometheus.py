@@ -9,9 +9,8 @@ Limitations first:
   shared by two servers) and the ``child_exit`` hook below, or the gauges of dead workers
   stay in the sum. Histograms and counters of dead workers stay in the sum, as they should.
 - Counters and the histogram change as calls happen. The gauges (connections in use, idle,
-  calls waiting) are read from the pools when a worker is scraped, and by every worker at
-  most once a second when an incoming request arrives (the middleware): a worker that
-  serves no request keeps the gauges it last set.
+  calls waiting) are read from the pools by a thread in each worker once a second, and by
+  the worker that answers a scrape: another worker's gauges can be a second old.
 - Labels are bounded: ``upstream`` is ``scheme://host:port`` (never a path), at most
   :data:`wsgi_pool._stats.MAX_UPSTREAMS` of them per worker, the rest under ``"other"``;
   ``kind`` is an exception class name.
@@ -42,8 +41,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._stats import BUCKETS, Sink
@@ -57,7 +55,7 @@ __all__ = ["Exporter", "refresh_gauges", "registry", "sink_for"]
 
 MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 GAUGE_EVERY: Final = 1.0
-"""Seconds between two gauge updates made when a request ends."""
+"""Seconds between two refreshes of a worker's gauges."""
 
 _COUNTERS: Final = {
     # UpstreamStats counter -> (metric name, help)
@@ -184,24 +182,28 @@ def registry() -> Any:
 
 
 class Exporter:
-    """One worker's side of the export: its gauges kept fresh, and the endpoint's WSGI app.
+    """One worker's side of the export: its gauges refreshed every ``every`` seconds by a
+    daemon thread (stopped by :meth:`close`), and the endpoint's WSGI app.
 
-    Mutable state: ``_next`` (when the gauges are next refreshed; a race refreshes twice,
-    harmlessly) and ``_app`` (made on first scrape; a race makes two equal ones).
+    Mutable state: ``_app`` (made on first scrape; a race makes two equal ones).
     """
 
-    def __init__(self, pools: WorkerPools, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, pools: WorkerPools, every: float = GAUGE_EVERY) -> None:
         self._pools = pools
-        self._clock = clock
-        self._next = 0.0
+        self._every = every
         self._app: WSGIApplication | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, name="wsgi_pool gauges", daemon=True)
+        self._thread.start()
 
-    def tick(self) -> None:
-        """A request arrived: refresh the gauges if the last refresh is :data:`GAUGE_EVERY` old."""
-        now = self._clock()
-        if now >= self._next:
-            self._next = now + GAUGE_EVERY
+    def _refresh(self) -> None:
+        while not self._stop.wait(self._every):
             refresh_gauges(self._pools)
+
+    def close(self) -> None:
+        """Stop refreshing the gauges."""
+        self._stop.set()
+        self._thread.join()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """The exposition (text or OpenMetrics, as the scraper asks), this worker's gauges fresh."""
@@ -210,5 +212,4 @@ class Exporter:
 
             self._app = make_wsgi_app(registry())
         refresh_gauges(self._pools)
-        self._next = self._clock() + GAUGE_EVERY
         return self._app(environ, start_response)
