@@ -17,6 +17,7 @@ from wsgi_pool._stats import BUCKETS, OTHER, WARN_EVERY, Registry, UpstreamStats
 from wsgi_pool.testing import Upstream, free_port
 
 from .conftest import run_together
+from .faults import FaultServer, Peer
 
 
 def test_calls_on_one_connection_are_counted(upstream: Upstream) -> None:
@@ -212,3 +213,25 @@ def test_settings_past_the_bound_are_worked_out_per_call(
     adapter = http.pools.adapter
     assert list(adapter._settings) == [upstream.url]
     assert adapter.settings_for(second_upstream.url).read_timeout == 3.0
+
+
+def test_a_retry_the_budget_refuses_is_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A failing upstream with no retry budget left: one warning, the rest counted, not logged."""
+
+    def unavailable(peer: Peer) -> None:
+        while peer.read_request():
+            peer.respond("503 Service Unavailable", b"no")
+
+    caplog.set_level(logging.WARNING, logger="wsgi_pool")
+    config = PoolConfig(
+        retries=2, retry_budget=0.0, retry_budget_min_per_second=0.0, backoff_factor=0.0
+    )
+    with FaultServer(unavailable) as server:
+        http = wsgi_pool.client(config)
+        assert [http.get(f"{server.url}/{i}").status_code for i in range(3)] == [503] * 3
+        assert len(server.requests()) == 3  # no retry went out
+        assert http.pools.stats()[server.url].retries_denied == 3
+    warnings = [r for r in caplog.records if "retry budget exhausted" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "status 503 not retried" in warnings[0].getMessage()
+    assert "[request_id=-]" in warnings[0].getMessage()  # a call outside a request has none

@@ -16,7 +16,7 @@ from __future__ import annotations
 import email.parser
 import http.client
 import re
-from email.policy import Compat32
+from email._policybase import Compat32  # where compat32 lives (email.policy imports far more)
 from typing import Any, Final
 
 _read_lines: Any = getattr(http.client, "_read_headers", None)

@@ -941,8 +941,20 @@ class _Response(requests.Response):
             self.content  # noqa: B018  (requests' own answer: the body read, None, or its error)
             return
         limit = guard.limit
+        raw = self.raw
+        known = getattr(raw, "length_remaining", None)
+        if (
+            limit is not None
+            and known is not None
+            and known <= limit
+            and not raw.headers.get("content-encoding")
+        ):
+            limit_read = None  # the body is as long as its length says, and within the limit:
+            # read it in one go (urllib3 reads a capped amount in two reads and a buffer)
+        else:
+            limit_read = None if limit is None else limit + 1
         with self._translated(guard):
-            body = _transport.read_all(self.raw, None if limit is None else limit + 1)
+            body = _transport.read_all(raw, limit_read)
             if limit is not None and len(body) > limit:
                 raise ResponseTooLarge(
                     guard.upstream, limit, len(body), request=self.request, response=self
