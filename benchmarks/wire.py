@@ -318,6 +318,11 @@ def middleware_cost(nginx: Nginx, ca: str, seconds: float, rounds: int) -> list[
     return pairs
 
 
+def _us(value: float) -> str:
+    """Microseconds: whole ones, tenths below 10."""
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
 def micro(url: str, ca: str, environment: dict[str, str], calls: int) -> dict[str, float]:
     """The single-thread per-call micro benchmark, in a process with exactly ``environment``."""
     out = subprocess.run(
@@ -442,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for name, value in small.items():
                     print(
-                        f"| {name} | {scheme} | {value:.0f} | {large[name]:.0f} "
+                        f"| {name} | {scheme} | {_us(value)} | {_us(large[name])} "
                         f"| {large[name] / value:.2f} |"
                     )
         if "memory" in parts:
