@@ -39,17 +39,9 @@ def check_gunicorn_conf(namespace: dict[str, Any], upstream: Upstream) -> None:
     from gunicorn.config import Config  # noqa: PLC0415
 
     cfg = Config()
-    for name in (
-        "child_exit",
-        "on_starting",
-        "post_fork",
-        "post_worker_init",
-        "worker_abort",
-        "worker_exit",
-        "workers",
-        "worker_class",
-        "threads",
-    ):
+    from wsgi_pool import gunicorn as hooks  # noqa: PLC0415
+
+    for name in (*hooks.__all__, "workers", "worker_class", "threads"):  # every hook we ship
         cfg.set(name, namespace[name])
     assert PoolConfig.from_gunicorn(cfg, environ={}).threads == 16
 
