@@ -164,3 +164,13 @@ def test_changelog_follows_keep_a_changelog() -> None:
         changelog,
         flags=re.MULTILINE,
     )
+
+
+def test_the_explain_output_in_the_readme_is_the_commands() -> None:
+    """The README's ``wsgi-pool explain`` example is what the command prints for deploy/."""
+    from wsgi_pool._explain import explain, render  # noqa: PLC0415
+
+    command = "$ wsgi-pool explain -c deploy/gunicorn.conf.py\n"
+    shown = README.split(command, 1)[1].split("```", 1)[0]
+    conf = str(ROOT / "deploy" / "gunicorn.conf.py")
+    assert shown == render(explain(["-c", conf], {})) + "\n"
