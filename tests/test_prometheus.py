@@ -242,3 +242,32 @@ def test_child_exit_removes_a_dead_workers_gauges(
     hooks.child_exit(None, Worker())
     assert not gauge.exists()
     assert counter.exists()  # a dead worker's counts stay in the sums
+
+
+def test_a_failed_gauge_refresh_is_logged_and_the_next_one_runs(
+    upstream: Upstream, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while refreshing the gauges is logged; the refreshing thread goes on."""
+    from wsgi_pool import prometheus  # noqa: PLC0415
+
+    failures = [RuntimeError("once")]
+    real = prometheus.refresh_gauges
+
+    def flaky(pools: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(pools)
+
+    monkeypatch.setattr(prometheus, "refresh_gauges", flaky)
+    http = wsgi_pool.client(PoolConfig(prometheus=True))
+    http.get(f"{upstream.url}/x")
+    exporter = prometheus.Exporter(http.pools, every=0.01)
+    try:
+        assert wait_until(
+            lambda: _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
+        )
+    finally:
+        exporter.close()
+    assert any(
+        "refreshing wsgi_pool's Prometheus gauges failed" in r.getMessage() for r in caplog.records
+    )

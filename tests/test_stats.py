@@ -235,3 +235,15 @@ def test_a_retry_the_budget_refuses_is_warned_once(caplog: pytest.LogCaptureFixt
     assert len(warnings) == 1
     assert "status 503 not retried" in warnings[0].getMessage()
     assert "[request_id=-]" in warnings[0].getMessage()  # a call outside a request has none
+
+
+def test_closed_pools_are_left_out_of_the_gauges(upstream: Upstream) -> None:
+    """A pool closed but still held by the pool manager counts no connection in use or idle."""
+    from wsgi_pool._pools import live_pools  # noqa: PLC0415
+
+    http = wsgi_pool.client()
+    http.get(f"{upstream.url}/x")
+    for pool in live_pools(http.pools.adapter.poolmanager):
+        pool.close()
+    found = http.pools.stats()[upstream.url]
+    assert (found.calls, found.in_use, found.idle) == (1, 0, 0)

@@ -1062,10 +1062,13 @@ class WorkerPools(_ReadOnly):
         gauges: dict[str, list[int]] = {}
         for manager in self.adapter._managers():
             for pool in live_pools(manager):
-                queue = pool.pool
-                slots = list(queue.queue) if queue is not None else []
-                found = gauges.setdefault(pool.stats.upstream, [0, 0])  # type: ignore[attr-defined]
-                found[0] += max(self.sizing.pool_maxsize - len(slots), 0) if queue else 0
+                queue, stats = pool.pool, getattr(pool, "stats", None)
+                if queue is None or stats is None:  # closed, or not ours (a SOCKS proxy's)
+                    continue
+                with queue.mutex:  # other threads take and return connections meanwhile
+                    slots = list(queue.queue)
+                found = gauges.setdefault(stats.upstream, [0, 0])
+                found[0] += max(self.sizing.pool_maxsize - len(slots), 0)
                 found[1] += sum(1 for conn in slots if conn is not None and conn.sock is not None)
         return {
             stats.upstream: stats.snapshot(*gauges.get(stats.upstream, [0, 0]))

@@ -39,6 +39,7 @@ until the response's head), ``wsgi_pool_connections_opened_total``,
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from ._pools import WorkerPools
 
 __all__ = ["Exporter", "refresh_gauges", "registry", "sink_for"]
+
+logger = logging.getLogger("wsgi_pool")
 
 MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 GAUGE_EVERY: Final = 1.0
@@ -198,7 +201,10 @@ class Exporter:
 
     def _refresh(self) -> None:
         while not self._stop.wait(self._every):
-            refresh_gauges(self._pools)
+            try:
+                refresh_gauges(self._pools)
+            except Exception:  # the next refresh may well work: keep the thread alive
+                logger.exception("refreshing wsgi_pool's Prometheus gauges failed")
 
     def close(self) -> None:
         """Stop refreshing the gauges."""
