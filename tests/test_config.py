@@ -326,6 +326,9 @@ def test_from_env_reads_every_field_by_its_name() -> None:
             "WSGI_POOL_EGRESS_DENY": "10.1.2.3",
             "WSGI_POOL_EGRESS_DENY_PRIVATE": "1",
             "WSGI_POOL_PROMETHEUS": "yes",
+            "WSGI_POOL_WORKERS": "4",
+            "WSGI_POOL_REPLICAS": "3",
+            "WSGI_POOL_FLEET_CONNECTIONS": "48",
             "WSGI_POOL_METRICS_PATH": "/_metrics",
             "PATH": "/usr/bin",
         }
@@ -368,6 +371,9 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         egress_deny_private=True,
         prometheus=True,
         metrics_path="/_metrics",
+        workers=4,
+        replicas=3,
+        fleet_connections=48,
     )
     assert {f.name for f in dataclasses.fields(PoolConfig)} == {
         "worker_class", "threads", "worker_connections", "pool_maxsize", "pool_connections", "pool_block",
@@ -377,7 +383,7 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         "http_cache_entry_bytes", "deadline_headers", "propagate_deadline",
         "upstreams", "trust_env", "proxies", "propagate", "request_id_header", "max_redirects",
         "redirect_headers", "ca_bundle", "allow_unverified", "egress_allow", "egress_deny",
-        "prometheus", "metrics_path",
+        "prometheus", "metrics_path", "workers", "replicas", "fleet_connections",
         "egress_deny_private",
     }  # fmt: skip
 
@@ -487,7 +493,10 @@ def test_server_defaults_fill_only_unset_fields() -> None:
         threads=8,
         worker_connections=1000,
         worker_timeout=30.0,
+        workers=1,
     )
-    mine = PoolConfig(worker_class="sync", threads=2, worker_connections=5, worker_timeout=9)
+    mine = PoolConfig(
+        worker_class="sync", threads=2, worker_connections=5, worker_timeout=9, workers=3
+    )
     assert with_server_defaults(mine, server) is mine
     assert with_server_defaults(mine, None) is mine

@@ -71,6 +71,42 @@ DEPLOY = str(ROOT / "deploy" / "gunicorn.conf.py")
         pytest.param(
             ["-k", "tornado", "-w", "2"], {}, 1, 2, "one WSGI call at a time", None, id="tornado"
         ),
+        pytest.param(
+            ["-k", "gthread", "--threads", "8", "-w", "4"],
+            {"WSGI_POOL_FLEET_CONNECTIONS": "48", "WSGI_POOL_REPLICAS": "3"},
+            4,
+            16,
+            "fleet budget: 48 connections / (3 replicas x 4 workers), below 8",
+            None,
+            id="fleet budget",
+        ),
+        pytest.param(
+            ["-k", "gthread", "--threads", "2", "-w", "4"],
+            {"WSGI_POOL_FLEET_CONNECTIONS": "48", "WSGI_POOL_REPLICAS": "3"},
+            2,
+            8,
+            "gthread worker with 2 threads",
+            None,
+            id="fleet budget above the need",
+        ),
+        pytest.param(
+            ["-k", "gthread", "--threads", "8", "-w", "4"],
+            {"WSGI_POOL_FLEET_CONNECTIONS": "6", "WSGI_POOL_REPLICAS": "3"},
+            1,
+            4,
+            "fleet budget",
+            "fleet_connections=6 is less than one connection per worker (3 replicas x 4 workers)",
+            id="fleet budget too small",
+        ),
+        pytest.param(
+            ["-k", "gthread", "--threads", "8", "-w", "2"],
+            {"WSGI_POOL_FLEET_CONNECTIONS": "8", "WSGI_POOL_POOL_BLOCK": "false"},
+            4,
+            8,
+            "fleet budget",
+            "pool_block=False with fleet_connections",
+            id="fleet budget without blocking",
+        ),
     ],
 )
 def test_configurations_are_explained(  # noqa: PLR0917  (one parameter per column of the table)
@@ -112,6 +148,7 @@ def test_the_text_names_every_number_and_its_reason() -> None:
     assert "pool_maxsize" in text
     assert "gthread worker with 8 threads" in text
     assert "connections to any one upstream: at most 16 (2 workers x pool_maxsize 8)" in text
+    assert "every replica together (1 replica): at most 16 connections" in text
     assert "Warnings: none" in text
 
 
@@ -123,11 +160,23 @@ def test_json_output_and_upstream_settings(monkeypatch: pytest.MonkeyPatch) -> N
     data: dict[str, Any] = json.loads(out.getvalue())
     assert data["per_worker"]["pool_maxsize"]["value"] == 1
     assert data["whole_server"]["connections_per_upstream"] == 1
+    assert data["fleet"] == {"replicas": 1, "connections_per_upstream": 1, "budget": None}
     assert data["upstreams"] == {"https://search.internal:443": {"deadline": 40}}
     assert any("search.internal" in warning for warning in data["warnings"])
     out = io.StringIO()
     main(["explain", "--timeout", "30"], out)
     assert "https://search.internal:443: deadline=40" in out.getvalue()
+
+
+def test_a_fleet_budget_without_a_worker_count_is_warned() -> None:
+    """Outside gunicorn (no workers reported or set), the budget counts one worker, with a warning."""
+    from wsgi_pool import PoolConfig, size_pools  # noqa: PLC0415
+
+    sizing = size_pools(
+        PoolConfig(threads=8, worker_class="gthread", fleet_connections=12, replicas=3)
+    )
+    assert sizing.pool_maxsize == 4
+    assert any("number of workers is unknown" in warning for warning in sizing.warnings)
 
 
 def test_a_bad_setting_exits_with_its_message(

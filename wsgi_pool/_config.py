@@ -212,6 +212,25 @@ class PoolConfig:
         "Concurrent clients per gevent worker. None: as the gunicorn hooks report it.",
         _parse_int,
     )
+    workers: int | None = _setting(
+        None,
+        "Worker processes per server (gunicorn's workers). None: as the gunicorn hooks report "
+        "it. Only the fleet budget uses it.",
+        _parse_int,
+    )
+    replicas: int | None = _setting(
+        None,
+        "Copies of this server that call the same upstreams (pods, machines), as the "
+        "orchestrator sets it (WSGI_POOL_REPLICAS). Only the fleet budget uses it; None: 1.",
+        _parse_int,
+    )
+    fleet_connections: int | None = _setting(
+        None,
+        "Connections all replicas together may hold to any one upstream. Each worker's "
+        "pool_maxsize becomes at most fleet_connections // (replicas x workers), at least 1, "
+        "and calls over it wait (pool_block). None: no fleet budget.",
+        _parse_optional_int,
+    )
     pool_maxsize: int | None = _setting(
         None,
         "Connections kept per upstream (scheme, host, port) in each worker. None: derived "
@@ -426,7 +445,15 @@ class PoolConfig:
                     f"use one of {', '.join(WORKER_CLASSES)} (or set pool_maxsize)"
                 )
             object.__setattr__(self, "worker_class", kind)
-        for name in ("threads", "worker_connections", "pool_maxsize", "pool_connections"):
+        for name in (
+            "threads",
+            "worker_connections",
+            "pool_maxsize",
+            "pool_connections",
+            "workers",
+            "replicas",
+            "fleet_connections",
+        ):
             _check_count(name, getattr(self, name))
         _check_count("max_response_bytes", self.max_response_bytes)
         _check_count("http_cache_bytes", self.http_cache_bytes)
@@ -542,6 +569,9 @@ class GunicornConfig(Protocol):
     @property
     def worker_connections(self) -> int: ...
 
+    @property
+    def workers(self) -> int: ...
+
 
 def server_concurrency(cfg: GunicornConfig) -> PoolConfig:
     """What a gunicorn configuration says about its concurrency, as a config of those fields only.
@@ -558,6 +588,7 @@ def server_concurrency(cfg: GunicornConfig) -> PoolConfig:
         threads=cfg.threads if kind is not None else None,
         worker_connections=cfg.worker_connections if kind is not None else None,
         worker_timeout=float(cfg.timeout),
+        workers=cfg.workers,
     )
 
 
@@ -575,7 +606,7 @@ def with_server_defaults(config: PoolConfig, server: PoolConfig | None) -> PoolC
         return config
     changes = {
         name: getattr(server, name)
-        for name in ("worker_class", "threads", "worker_connections", "worker_timeout")
+        for name in ("worker_class", "threads", "worker_connections", "worker_timeout", "workers")
         if getattr(config, name) is None and getattr(server, name) is not None
     }
     return dataclasses.replace(config, **changes) if changes else config
@@ -749,6 +780,9 @@ def size_pools(config: PoolConfig) -> PoolSizing:
         maxsize, why_size = config.pool_maxsize, "set explicitly"
     else:
         maxsize, why_size = _maxsize_for_server(config)
+    share = fleet_share(config)
+    if share is not None and share < maxsize:
+        maxsize, why_size = share, f"{fleet_reason(config)}, below {maxsize} ({why_size})"
     connections, why_connections = (
         (config.pool_connections, "set explicitly")
         if config.pool_connections is not None
@@ -784,6 +818,21 @@ def size_pools(config: PoolConfig) -> PoolSizing:
     )
 
 
+def fleet_share(config: PoolConfig) -> int | None:
+    """A worker's share of the fleet budget: fleet_connections // (replicas x workers), at least 1."""
+    if config.fleet_connections is None:
+        return None
+    return max(1, config.fleet_connections // ((config.replicas or 1) * (config.workers or 1)))
+
+
+def fleet_reason(config: PoolConfig) -> str:
+    """How :func:`fleet_share` came to its number, in words."""
+    return (
+        f"fleet budget: {config.fleet_connections} connections / ({config.replicas or 1} "
+        f"replicas x {config.workers or 1} workers)"
+    )
+
+
 def _deadline(config: PoolConfig) -> tuple[float, str]:
     if config.deadline is not None:
         return config.deadline, "set explicitly"
@@ -801,6 +850,24 @@ def _conflicts(
 ) -> tuple[str, ...]:
     found = []
     concurrency = _concurrency(config)
+    if config.fleet_connections is not None:
+        if config.workers is None:
+            found.append(
+                "fleet_connections is set but the number of workers is unknown (no gunicorn "
+                "hooks, no WSGI_POOL_WORKERS): each worker takes the whole replica's share"
+            )
+        if not block:
+            found.append(
+                "pool_block=False with fleet_connections: a worker opens connections past its "
+                "share of the fleet budget and throws them away"
+            )
+        share = fleet_share(config) or 1
+        if share * (config.replicas or 1) * (config.workers or 1) > config.fleet_connections:
+            found.append(
+                f"fleet_connections={config.fleet_connections} is less than one connection per "
+                f"worker ({config.replicas or 1} replicas x {config.workers or 1} workers): "
+                f"each worker keeps 1, over the budget"
+            )
     if not block and concurrency is not None and concurrency > maxsize:
         found.append(
             f"{concurrency} concurrent requests per worker over pool_maxsize={maxsize} with "

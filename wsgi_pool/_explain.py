@@ -63,6 +63,11 @@ class Explanation:
                 "connections_per_upstream": self.per_upstream,
                 "connections_in_all": self.per_upstream * sizing.pool_connections,
             },
+            "fleet": {
+                "replicas": self.config.replicas or 1,
+                "connections_per_upstream": (self.config.replicas or 1) * self.per_upstream,
+                "budget": self.config.fleet_connections,
+            },
             "upstreams": {
                 origin: {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
                 for origin, settings in self.config.upstreams.items()
@@ -151,6 +156,14 @@ def render(found: Explanation) -> str:
         f"({server['workers']} workers x pool_maxsize {pool.pool_maxsize})",
         f"  connections in all: at most {whole['connections_in_all']} "
         f"(x pool_connections {pool.pool_connections} upstreams kept per worker)",
+    ]
+    fleet = data["fleet"]
+    budget = fleet["budget"]
+    lines += [
+        f"  every replica together ({fleet['replicas']} "
+        f"replica{'s' if fleet['replicas'] != 1 else ''}): at most "
+        f"{fleet['connections_per_upstream']} connections to any one upstream"
+        + ("" if budget is None else f" (fleet budget {budget})"),
     ]
     if data["upstreams"]:
         lines += ["", "Upstreams with their own settings:"]
