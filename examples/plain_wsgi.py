@@ -3,7 +3,8 @@
     UPSTREAM_URL=http://127.0.0.1:8081 gunicorn -c deploy/gunicorn.conf.py examples.plain_wsgi:app
 
 ``GET /?tag=abc`` makes the calls through wsgi_pool; ``GET /naive?tag=abc`` makes the same
-calls with ``requests.get``, for comparison (the demo runs both).
+calls with ``requests.get``, for comparison (the demo runs both). ``GET /healthz`` answers
+``ok`` without calling anything (the probes in ``deploy/kubernetes.yaml``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ if TYPE_CHECKING:
 
 def view(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     tag = parse_qs(environ.get("QUERY_STRING", "")).get("tag", ["-"])[0]
-    if environ.get("PATH_INFO") == "/naive":
+    path = environ.get("PATH_INFO")
+    if path == "/healthz":  # alive and serving: no upstream is asked
+        body = b"ok"
+    elif path == "/naive":
         body = call_upstream(naive_get, tag)
     else:
         body = call_upstream(client_from(environ).get, tag)
