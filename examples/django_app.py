@@ -2,7 +2,8 @@
 
     UPSTREAM_URL=http://127.0.0.1:8081 gunicorn -c deploy/gunicorn.conf.py examples.django_app:application
 
-Django's ``request.META`` is the WSGI environ, so ``client_from(request.META)`` finds the client.
+``wsgi_pool.django.ClientMiddleware`` gives each request its client as ``request.http``;
+``WsgiPoolConfig`` in ``INSTALLED_APPS`` adds the system checks.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
 from examples.upstream_calls import call_upstream
-from wsgi_pool import PoolMiddleware, client_from
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    http = client_from(request.META)
-    body = call_upstream(http.get, request.GET.get("tag", "-"))
+    body = call_upstream(request.http.get, request.GET.get("tag", "-"))
     return HttpResponse(body, content_type="application/json")
 
 
@@ -33,10 +32,11 @@ if not settings.configured:
         SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret"),
         ALLOWED_HOSTS=["127.0.0.1", "localhost", "[::1]"],
         ROOT_URLCONF=__name__,
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
+        MIDDLEWARE=["wsgi_pool.django.ClientMiddleware"],
+        INSTALLED_APPS=["wsgi_pool.django.WsgiPoolConfig"],
+        WSGI_POOL={"read_timeout": 10.0},
         USE_TZ=True,
     )
     django.setup()
 
-application = PoolMiddleware(get_wsgi_application())
+application = get_wsgi_application()

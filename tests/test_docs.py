@@ -12,7 +12,7 @@ import certifi
 import pytest
 
 import wsgi_pool
-from wsgi_pool import ENVIRON_KEY, PoolConfig
+from wsgi_pool import PoolConfig
 from wsgi_pool._config import ENV_PREFIX
 from wsgi_pool.testing import Upstream
 
@@ -54,9 +54,10 @@ def check_flask(namespace: dict[str, Any], upstream: Upstream) -> None:
 def check_django_view(namespace: dict[str, Any], upstream: Upstream) -> None:
     from django.test import RequestFactory  # noqa: PLC0415
 
+    from wsgi_pool.django import ClientMiddleware  # noqa: PLC0415
+
     request = RequestFactory().get("/item")
-    request.META[ENVIRON_KEY] = wsgi_pool.Client()
-    response = namespace["item"](request)
+    response = ClientMiddleware(namespace["item"])(request)
     assert b'"path": "/items/42"' in response.content
 
 

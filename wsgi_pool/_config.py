@@ -550,6 +550,24 @@ class PoolConfig:
         return with_server_defaults(base, server_concurrency(cfg))
 
 
+def from_settings(key: str, settings: Any) -> PoolConfig | None:
+    """A config from a framework's settings under ``key`` (Flask's ``app.config``, Django's
+    ``settings``): None, a :class:`PoolConfig`, or a dict of its fields over the
+    ``WSGI_POOL_*`` variables. Anything else, an unknown field or a bad value raises
+    :class:`ConfigError` naming it."""
+    if settings is None or isinstance(settings, PoolConfig):
+        return settings
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{key}: expected a dict of PoolConfig fields, got {settings!r}")
+    unknown = sorted(set(settings) - {field.name for field in dataclasses.fields(PoolConfig)})
+    if unknown:
+        raise ConfigError(f"{key}: unknown setting(s): {', '.join(map(str, unknown))}")
+    try:
+        return dataclasses.replace(PoolConfig.from_env(), **settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
 def _first(value: Any, default: Any) -> Any:
     return default if value is None else value
 

@@ -1,0 +1,183 @@
+"""The Flask and Django adapters, in process (gunicorn serves both examples in test_gunicorn)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core import checks
+from django.http import HttpResponse, StreamingHttpResponse
+from django.test import RequestFactory, override_settings
+from flask import Flask
+
+import wsgi_pool
+from wsgi_pool import ConfigError, PoolConfig
+from wsgi_pool._config import from_settings
+from wsgi_pool.testing import Upstream
+
+
+@pytest.fixture(scope="module", autouse=True)
+def django_settings() -> None:
+    if not settings.configured:
+        settings.configure(ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=[], SECRET_KEY="tests-only")  # noqa: S106
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        pytest.param(["read_timeout"], "expected a dict of PoolConfig fields", id="not a dict"),
+        pytest.param({"read_timout": 5}, "unknown setting(s): read_timout", id="unknown field"),
+        pytest.param({"read_timeout": -1}, "WSGI_POOL: read_timeout", id="bad value"),
+    ],
+)
+def test_bad_framework_settings_name_what_is_wrong(value: Any, error: str) -> None:
+    """A framework's WSGI_POOL setting is checked like the config itself, naming the setting."""
+    with pytest.raises(ConfigError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        from_settings("WSGI_POOL", value)
+
+
+def test_framework_settings_go_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dict sets the fields it names; the rest come from WSGI_POOL_* variables; a config is kept."""
+    monkeypatch.setenv("WSGI_POOL_CONNECT_TIMEOUT", "1.5")
+    config = from_settings("WSGI_POOL", {"read_timeout": 4.0})
+    assert config is not None
+    assert (config.read_timeout, config.connect_timeout) == (4.0, 1.5)
+    given = PoolConfig(read_timeout=3.0)
+    assert from_settings("WSGI_POOL", given) is given
+    assert from_settings("WSGI_POOL", None) is None
+
+
+# -- Flask ------------------------------------------------------------------------------------------
+
+
+def _flask_app(upstream: Upstream, **config: Any) -> Flask:
+    from wsgi_pool.flask import WsgiPool, http  # noqa: PLC0415
+
+    app = Flask(__name__)
+    app.config.update(config)
+    pool = WsgiPool()
+    pool.init_app(app)
+
+    @app.get("/item")
+    def item() -> dict[str, Any]:
+        answer = http.get(f"{upstream.url}/items/42").json()
+        return {
+            "path": answer["path"],
+            "request_id": http.request_id,
+            "read": http.pools.config.read_timeout,
+        }
+
+    return app
+
+
+def test_flask_views_use_the_current_requests_client(upstream: Upstream) -> None:
+    """``http`` is the request's own client, carrying its request id, with the app's settings."""
+    app = _flask_app(upstream, WSGI_POOL={"read_timeout": 4.0})
+    with app.test_client() as browser:
+        first = browser.get("/item", headers={"X-Request-ID": "req-1"}).get_json()
+        second = browser.get("/item", headers={"X-Request-ID": "req-2"}).get_json()
+    assert (first["path"], first["request_id"], first["read"]) == ("/items/42", "req-1", 4.0)
+    assert second["request_id"] == "req-2"
+    assert upstream.stats().connections_opened == 1
+    from wsgi_pool.flask import WsgiPool  # noqa: PLC0415
+
+    assert isinstance(app.extensions["wsgi_pool"], WsgiPool)
+
+
+def test_flask_http_outside_a_request_says_so() -> None:
+    """Outside a request ``http`` raises Flask's own error, not a stale client."""
+    from wsgi_pool.flask import http  # noqa: PLC0415
+
+    with pytest.raises(RuntimeError, match="request context"):
+        http.get("http://127.0.0.1:9/")
+
+
+def test_flask_bad_settings_fail_at_init_app(upstream: Upstream) -> None:
+    """A bad app.config["WSGI_POOL"] raises ConfigError from init_app, naming it."""
+    with pytest.raises(ConfigError, match="WSGI_POOL"):
+        _flask_app(upstream, WSGI_POOL={"pool_maxsize": 0})
+
+
+# -- Django -----------------------------------------------------------------------------------------
+
+
+def _middleware(view: Any) -> Any:
+    from wsgi_pool.django import ClientMiddleware  # noqa: PLC0415
+
+    return ClientMiddleware(view)
+
+
+def test_django_requests_get_their_client(upstream: Upstream) -> None:
+    """``request.http`` is the request's client, with its request id; released when Django closes."""
+    seen: list[Any] = []
+
+    def view(request: Any) -> HttpResponse:
+        seen.append(request.http)
+        assert wsgi_pool.client_from(request.META) is request.http
+        streamed = request.http.get(f"{upstream.url}/x", stream=True)
+        return HttpResponse(f"{request.http.request_id} {streamed.status_code}")
+
+    with override_settings(WSGI_POOL={"read_timeout": 4.0}):
+        middleware = _middleware(view)
+    request = RequestFactory().get("/", HTTP_X_REQUEST_ID="req-9")
+    response = middleware(request)
+    assert response.content == b"req-9 200"
+    pools = seen[0].pools
+    assert pools.config.read_timeout == 4.0
+    assert pools.stats()[upstream.url].in_use == 1  # the unread streamed response
+    response.close()  # what Django's WSGI handler does when the server is done
+    assert pools.stats()[upstream.url].in_use == 0
+
+
+def test_django_streamed_responses_release_after_the_body(upstream: Upstream) -> None:
+    """A streaming response keeps the client until Django closes it."""
+
+    def view(request: Any) -> StreamingHttpResponse:
+        upstream_response = request.http.get(f"{upstream.url}/x?size=10", stream=True)
+        return StreamingHttpResponse(upstream_response.iter_content(4))
+
+    response = _middleware(view)(RequestFactory().get("/"))
+    assert b"".join(response.streaming_content) == b"x" * 10
+    response.close()
+    assert wsgi_pool.client().pools.stats()[upstream.url].in_use == 0
+
+
+def test_django_a_failing_view_releases_its_client(upstream: Upstream) -> None:
+    """A view that raises still gives back what its client held, and the error goes on."""
+
+    def view(request: Any) -> HttpResponse:
+        request.http.get(f"{upstream.url}/x", stream=True)
+        raise ValueError("the view failed")
+
+    with pytest.raises(ValueError, match="the view failed"):
+        _middleware(view)(RequestFactory().get("/"))
+    assert wsgi_pool.client().pools.stats()[upstream.url].in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ids"),
+    [
+        pytest.param({"MIDDLEWARE": ["wsgi_pool.django.ClientMiddleware"]}, [], id="fine"),
+        pytest.param({"MIDDLEWARE": []}, ["wsgi_pool.W001"], id="no middleware"),
+        pytest.param(
+            {"MIDDLEWARE": ["wsgi_pool.django.ClientMiddleware"], "WSGI_POOL": {"retries": -1}},
+            ["wsgi_pool.E001"],
+            id="bad value",
+        ),
+        pytest.param(
+            {"MIDDLEWARE": ["wsgi_pool.django.ClientMiddleware"], "WSGI_POOL": "fast"},
+            ["wsgi_pool.E001"],
+            id="not a dict",
+        ),
+    ],
+)
+def test_django_system_checks(overrides: dict[str, Any], ids: list[str]) -> None:
+    """The checks report a bad WSGI_POOL and a missing middleware, with stable ids."""
+    import wsgi_pool  # noqa: PLC0415
+    from wsgi_pool.django import WsgiPoolConfig, check_settings  # noqa: PLC0415
+
+    WsgiPoolConfig("wsgi_pool", wsgi_pool).ready()
+    assert check_settings in checks.registry.registry.registered_checks
+    with override_settings(**overrides):
+        assert [message.id for message in check_settings()] == ids

@@ -1,0 +1,107 @@
+"""Django: a middleware that gives each request its client as ``request.http``, settings in
+``settings.py``, and system checks for bad ones.
+
+    # settings.py
+    INSTALLED_APPS = [..., "wsgi_pool.django.WsgiPoolConfig"]  # the system checks
+    MIDDLEWARE = ["wsgi_pool.django.ClientMiddleware", ...]
+    WSGI_POOL = {"read_timeout": 5.0}  # optional: PoolConfig fields, over WSGI_POOL_* variables
+
+    # a view
+    def item(request):
+        return JsonResponse(request.http.get("http://inventory.internal/items/42").json())
+
+Limitations: the client is released when Django closes the response (after a streamed body
+is sent), as the WSGI middleware does; ``client_from(request.META)`` finds it too. A bad
+``WSGI_POOL`` is reported by ``manage.py check`` (``wsgi_pool.E001``) and raises
+:class:`~wsgi_pool.ConfigError` when the first request arrives. Code outside a request
+uses :func:`wsgi_pool.client`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core import checks
+from django.http import HttpRequest, HttpResponseBase
+
+from . import _process, _propagation
+from ._client import Client
+from ._config import from_settings
+from ._errors import ConfigError
+from ._middleware import ENVIRON_KEY, REQUEST_ID_KEY, incoming_budget
+from ._pools import WorkerPools
+
+__all__ = ["ClientMiddleware", "WsgiPoolConfig"]
+
+MIDDLEWARE_PATH = "wsgi_pool.django.ClientMiddleware"
+SETTINGS_KEY = "WSGI_POOL"
+"""The Django setting of the pools' settings."""
+
+
+class ClientMiddleware:
+    """Each request gets a client over the process's pools: ``request.http``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self.config = from_settings(SETTINGS_KEY, getattr(settings, SETTINGS_KEY, None))
+        self._pools: WorkerPools | None = None
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        self._pools = pools = _process.current(self._pools, self.config)
+        config = pools.config
+        meta: dict[str, Any] = request.META
+        propagation = _propagation.from_environ(meta, config.request_id_header)
+        meta[REQUEST_ID_KEY] = propagation.request_id
+        client = meta[ENVIRON_KEY] = Client(
+            self.config,
+            pools=pools,
+            not_after=incoming_budget(meta, config.deadline_headers),
+            propagation=propagation,
+        )
+        request.http = client
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            client.close()
+            raise
+        # Django closes the response when the server is done with it (a streamed body sent).
+        response._resource_closers.append(client.close)
+        return response
+
+
+class WsgiPoolConfig(AppConfig):  # type: ignore[misc]  # Django is untyped
+    """Add ``"wsgi_pool.django.WsgiPoolConfig"`` to ``INSTALLED_APPS`` for the system checks."""
+
+    name = "wsgi_pool"
+    label = "wsgi_pool"
+    verbose_name = "wsgi_pool"
+
+    def ready(self) -> None:
+        checks.register(check_settings)
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``wsgi_pool.E001``: WSGI_POOL is not valid; ``wsgi_pool.W001``: the middleware is missing."""
+    found: list[checks.CheckMessage] = []
+    try:
+        from_settings(SETTINGS_KEY, getattr(settings, SETTINGS_KEY, None))
+    except ConfigError as exc:
+        found.append(
+            checks.Error(
+                str(exc),
+                hint="WSGI_POOL is a dict of wsgi_pool.PoolConfig fields (see the README).",
+                id="wsgi_pool.E001",
+            )
+        )
+    if MIDDLEWARE_PATH not in getattr(settings, "MIDDLEWARE", []):
+        found.append(
+            checks.Warning(
+                f"{MIDDLEWARE_PATH} is not in MIDDLEWARE: requests get no client",
+                hint=f"Add {MIDDLEWARE_PATH!r} to MIDDLEWARE.",
+                id="wsgi_pool.W001",
+            )
+        )
+    return found
