@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _process, _propagation
 from ._client import Client
@@ -56,20 +56,28 @@ class PoolMiddleware:
         config = pools.config
         if pools.metrics is not None and environ.get("PATH_INFO") == config.metrics_path:
             return pools.metrics(environ, start_response)
-        propagation = _propagation.from_environ(environ, config.request_id_header)
-        environ[REQUEST_ID_KEY] = propagation.request_id
-        client = environ[ENVIRON_KEY] = Client(
-            self.config,
-            pools=pools,
-            not_after=incoming_budget(environ, config.deadline_headers),
-            propagation=propagation,
-        )
+        client = bind_client(environ, pools, self.config)
         try:
             body = self.app(environ, start_response)
         except BaseException:
             client.close()
             raise
         return _release_after(body, client)
+
+
+def bind_client(environ: Any, pools: WorkerPools, config: PoolConfig | None) -> Client:
+    """A request-scoped client for the request whose WSGI environ (Django: ``META``) this is:
+    its id and trace context, its budget; left in the environ under :data:`ENVIRON_KEY`."""
+    settings = pools.config
+    propagation = _propagation.from_environ(environ, settings.request_id_header)
+    environ[REQUEST_ID_KEY] = propagation.request_id
+    client = environ[ENVIRON_KEY] = Client(
+        config,
+        pools=pools,
+        not_after=incoming_budget(environ, settings.deadline_headers),
+        propagation=propagation,
+    )
+    return client
 
 
 def _release_after(body: Iterable[bytes], client: Client) -> Iterable[bytes]:

@@ -27,11 +27,10 @@ from django.conf import settings
 from django.core import checks
 from django.http import HttpRequest, HttpResponseBase
 
-from . import _process, _propagation
-from ._client import Client
+from . import _process
 from ._config import from_settings
 from ._errors import ConfigError
-from ._middleware import ENVIRON_KEY, REQUEST_ID_KEY, incoming_budget
+from ._middleware import bind_client
 from ._pools import WorkerPools
 
 __all__ = ["ClientMiddleware", "WsgiPoolConfig"]
@@ -51,17 +50,7 @@ class ClientMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         self._pools = pools = _process.current(self._pools, self.config)
-        config = pools.config
-        meta: dict[str, Any] = request.META
-        propagation = _propagation.from_environ(meta, config.request_id_header)
-        meta[REQUEST_ID_KEY] = propagation.request_id
-        client = meta[ENVIRON_KEY] = Client(
-            self.config,
-            pools=pools,
-            not_after=incoming_budget(meta, config.deadline_headers),
-            propagation=propagation,
-        )
-        request.http = client
+        client = request.http = bind_client(request.META, pools, self.config)
         try:
             response = self.get_response(request)
         except BaseException:
