@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
+
 from wsgi_pool.testing import GunicornServer, Upstream
 
 from .conftest import ROOT, run_together
@@ -47,3 +51,52 @@ def test_tornado_worker_keeps_one_connection(upstream: Upstream) -> None:
     assert answers == [200] * 5
     assert "pool_maxsize=1 (tornado worker: one WSGI call at a time)" in sizing[1]
     assert upstream.stats().connections_opened == 1
+
+
+class Waitress(GunicornServer):
+    """waitress serving the app in a subprocess (threads, no fork)."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "waitress",
+            f"--listen={self.host}:{self.port}",
+            *self.args,
+            self.app,
+        ]
+
+
+class Werkzeug(GunicornServer):
+    """werkzeug's development server (a thread per request) in a subprocess."""
+
+    def command(self) -> list[str]:
+        module, name = self.app.split(":")
+        script = (
+            "import importlib, sys; from werkzeug.serving import run_simple; "
+            f"run_simple({self.host!r}, {self.port}, getattr(importlib.import_module({module!r}), {name!r}), threaded=True)"
+        )
+        return [sys.executable, "-c", script]
+
+
+@pytest.mark.parametrize(
+    ("server", "args", "most"),
+    [
+        pytest.param(Waitress, ["--threads=4"], 4, id="waitress: its 4 threads"),
+        pytest.param(Werkzeug, [], 10, id="werkzeug: a thread per request, the default pool of 10"),
+    ],
+)
+def test_threaded_servers_without_fork_share_one_pool(
+    upstream: Upstream, server: type[GunicornServer], args: list[str], most: int
+) -> None:
+    """waitress and werkzeug: 16 concurrent requests answered right over at most ``most`` connections."""
+    env = {"UPSTREAM_URL": upstream.url}
+    with server("tests.apps:app", args, env=env, cwd=str(ROOT)) as running:
+        upstream.reset()
+        statuses = run_together(*[lambda: get(running, "/fleet")[0]] * 16, timeout=60)
+        stats = upstream.stats()
+        log = running.log()
+    assert statuses == [200] * 16
+    assert stats.requests_served == 16
+    assert stats.connections_opened <= most  # no hooks tell these servers' size: the default pool
+    assert "Connection pool is full" not in log

@@ -320,9 +320,9 @@ class GunicornServer(_Running):
         self._final_log: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_within: float = 30.0) -> GunicornServer:
-        """Start gunicorn and wait until it accepts connections (or exits, or the time runs out)."""
-        command = [
+    def command(self) -> list[str]:
+        """The server's command line: gunicorn's (a subclass may serve with another server)."""
+        return [
             sys.executable,
             "-m",
             "gunicorn",
@@ -331,6 +331,10 @@ class GunicornServer(_Running):
             *self.args,
             self.app,
         ]
+
+    def start(self, ready_within: float = 30.0) -> GunicornServer:
+        """Start gunicorn and wait until it accepts connections (or exits, or the time runs out)."""
+        command = self.command()
         self.process = subprocess.Popen(  # noqa: S603  (a fixed command with our own arguments)
             command,
             cwd=self.cwd,
