@@ -31,6 +31,9 @@ def view(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         status, body = call_and_map_errors(environ)
         start_response(status, [("Content-Type", "text/plain")])
         return [body]
+    elif path == "/_pools":  # how this process's pools were sized
+        sizing = client_from(environ).pools.sizing
+        body = json.dumps({"pid": os.getpid(), "pool_maxsize": sizing.pool_maxsize}).encode()
     elif path == "/fleet":  # one call the upstream holds for 50 ms: concurrent calls overlap
         body = client_from(environ).get(f"{UPSTREAM_URL}/fleet?delay=0.05").content
     elif path == "/seen":

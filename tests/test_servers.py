@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import types
+from pathlib import Path
 
 import pytest
 
+import wsgi_pool
 from wsgi_pool.testing import GunicornServer, Upstream
 
 from .conftest import ROOT, run_together
@@ -100,3 +104,61 @@ def test_threaded_servers_without_fork_share_one_pool(
     assert stats.requests_served == 16
     assert stats.connections_opened <= most  # no hooks tell these servers' size: the default pool
     assert "Connection pool is full" not in log
+
+
+class UWSGI(GunicornServer):
+    """uWSGI in a subprocess: a master, 2 processes x 4 threads, the app loaded in the master
+    before fork (uWSGI's default); ``args`` add options such as ``--py-call-osafterfork``."""
+
+    def command(self) -> list[str]:
+        return [
+            str(Path(sys.executable).parent / "uwsgi"),
+            f"--http-socket={self.host}:{self.port}",
+            "--master",
+            "--processes=2",
+            "--threads=4",
+            f"--virtualenv={sys.prefix}",
+            f"--chdir={self.cwd}",
+            f"--module={self.app}",
+            "--die-on-term",
+            "--need-app",
+            *self.args,
+        ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param([], id="fork without Python's at-fork hooks"),
+        pytest.param(["--py-call-osafterfork"], id="py-call-osafterfork"),
+    ],
+)
+def test_uwsgi_preloading_shares_no_socket_and_sizes_from_its_threads(
+    upstream: Upstream, args: list[str]
+) -> None:
+    """The master warms a pool before fork; the processes never use its socket, and take 4 each."""
+    env = {"UPSTREAM_URL": upstream.url, "WARM_IN_MASTER": "1"}
+    with UWSGI("tests.apps:app", args, env=env, cwd=str(ROOT)) as server:
+        answers = run_together(*[lambda: get(server, "/?tag=u")] * 16, timeout=60)
+        sizes = [json.loads(get(server, "/_pools")[1]) for _ in range(8)]
+        stats = upstream.stats()
+        shared = upstream.shared_connections()
+    bodies = [json.loads(body) for status, body in answers if status == 200]
+    assert [body["answers"] for body in bodies] == [["u", "u", "u"]] * 16
+    assert len({body["pid"] for body in bodies}) == 2  # both processes served
+    assert shared == {}  # no connection carried requests of two processes
+    assert {size["pool_maxsize"] for size in sizes} == {4}  # uWSGI's --threads=4
+    assert stats.connections_opened <= 1 + 2 * 4  # the master's, and 4 per process at most
+
+
+def test_uwsgi_options_give_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside uWSGI (its ``uwsgi`` module, faked here) the pools follow ``uwsgi.opt['threads']``."""
+    from wsgi_pool import _process  # noqa: PLC0415
+    from wsgi_pool._config import uwsgi_concurrency  # noqa: PLC0415
+
+    monkeypatch.setitem(sys.modules, "uwsgi", types.SimpleNamespace(opt={"threads": b"6"}))
+    assert wsgi_pool.client().pools.sizing.pool_maxsize == 6
+    _process.close_process_pools()
+    assert uwsgi_concurrency({}).threads == 1
+    assert uwsgi_concurrency({"threads": [b"2", b"3"]}).threads == 3
+    assert uwsgi_concurrency({"threads": True}).threads == 1

@@ -610,6 +610,16 @@ def server_concurrency(cfg: GunicornConfig) -> PoolConfig:
     )
 
 
+def uwsgi_concurrency(options: Mapping[str, Any]) -> PoolConfig:
+    """What uWSGI's options (``uwsgi.opt``) say of a process's concurrency: its ``threads``
+    (1 without ``--threads``)."""
+    value = options.get("threads", b"1")
+    if isinstance(value, list):  # an option given twice: the last one counts
+        value = value[-1]
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return PoolConfig(threads=int(text) if text.isdigit() and int(text) > 0 else 1)
+
+
 def _kind_from_class(worker_cls: object) -> str | None:
     for ancestor in getattr(worker_cls, "__mro__", ()):
         kind = _WORKER_ALIASES.get(f"{ancestor.__module__}.{ancestor.__qualname__}")

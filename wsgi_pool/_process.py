@@ -9,13 +9,14 @@ lock inside them may have been held by a parent thread at the moment of the fork
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._config import PoolConfig, with_server_defaults
+from ._config import PoolConfig, uwsgi_concurrency, with_server_defaults
 
 if TYPE_CHECKING:
     from ._pools import WorkerPools
@@ -89,6 +90,17 @@ def record_master(pid: int | None) -> None:
     _master = pid
 
 
+def _server_here() -> PoolConfig | None:
+    """What the server says of this process's concurrency: gunicorn's hooks, else uWSGI's options."""
+    if _server is not None:
+        return _server
+    try:
+        uwsgi = importlib.import_module("uwsgi")  # importable only inside uWSGI
+    except ImportError:
+        return None
+    return uwsgi_concurrency(uwsgi.opt)
+
+
 def default_config() -> PoolConfig:
     """The ``WSGI_POOL_*`` settings of this process, read once."""
     global _env_default
@@ -101,7 +113,9 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
     """This process's pools for ``config`` (default: the ``WSGI_POOL_*`` settings), built on first use."""
     effective = _completed.get(config)
     if effective is None:
-        effective = with_server_defaults(default_config() if config is None else config, _server)
+        effective = with_server_defaults(
+            default_config() if config is None else config, _server_here()
+        )
         _completed[config] = effective
     process = _this_process()
     pools = process.by_config.get(effective)
