@@ -12,6 +12,7 @@ Prometheus (optional): ``WSGI_POOL_METRICS_PATH=/metrics`` and, with more than o
 """
 
 import os
+from pathlib import Path
 
 # The hooks: validate settings in the master, record each worker's concurrency (and timeout)
 # after fork, build its pools once the app is loaded, log them if the worker is aborted,
@@ -19,12 +20,28 @@ import os
 # gauges out of the Prometheus sums.
 from wsgi_pool.gunicorn import (
     child_exit,
-    on_starting,
     post_fork,
     post_worker_init,
     worker_abort,
     worker_exit,
 )
+from wsgi_pool.gunicorn import on_starting as _wsgi_pool_on_starting
+
+
+def on_starting(server: object) -> None:
+    """Master, before anything: an empty Prometheus multiprocess directory, then wsgi_pool's check.
+
+    prometheus_client keeps each worker's numbers in files in PROMETHEUS_MULTIPROC_DIR; files
+    left by an earlier run would be added to this one's. The directory belongs to this server
+    alone (never share it between two).
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    _wsgi_pool_on_starting(server)
+
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

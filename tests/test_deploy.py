@@ -153,7 +153,34 @@ def test_every_file_starts_the_shipped_gunicorn_configuration() -> None:
     """systemd, the image and the demo all run gunicorn with deploy/gunicorn.conf.py and its hooks."""
     (start,) = _unit()["ExecStart"]
     assert "-c /srv/myapp/deploy/gunicorn.conf.py" in start
-    assert "exec gunicorn -c deploy/gunicorn.conf.py" in (DEPLOY / "Dockerfile").read_text()
+    assert (
+        'CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py",' in (DEPLOY / "Dockerfile").read_text()
+    )
     unit_dir = _unit_env()["PROMETHEUS_MULTIPROC_DIR"]
     assert unit_dir == "/run/" + _unit()["RuntimeDirectory"][0]  # emptied at each start
     assert Path(CONF).read_text().count("child_exit") >= 1
+
+
+def test_the_configuration_empties_the_metrics_directory_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """on_starting (master) removes metric files an earlier run left, and makes the directory."""
+    import runpy  # noqa: PLC0415
+
+    from gunicorn.config import Config  # noqa: PLC0415
+
+    directory = tmp_path / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    namespace = runpy.run_path(CONF)
+
+    class Server:
+        cfg = Config()
+
+    namespace["on_starting"](Server())
+    assert directory.is_dir()
+    (directory / "counter_1.db").write_bytes(b"")
+    (directory / "notes.txt").write_text("kept")
+    namespace["on_starting"](Server())
+    assert [p.name for p in directory.iterdir()] == ["notes.txt"]
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    namespace["on_starting"](Server())  # nothing to empty
