@@ -169,6 +169,18 @@ def scrape(server: GunicornServer) -> list[str]:
     )
 
 
+def scrape_settled(server: GunicornServer, within: float = 5.0) -> list[str]:
+    """The metrics once every worker's gauges show the load over (no connection in use): each
+    worker refreshes its own once a second, so a scrape right after the load can be behind."""
+    deadline = time.monotonic() + within
+    while True:
+        lines = scrape(server)
+        in_use = [line for line in lines if 'state="in_use"' in line]
+        if all(line.endswith(" 0.0") for line in in_use) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
 def report(
     phases: list[Phase], args: argparse.Namespace, sizing: list[str], metrics: list[str]
 ) -> str:
@@ -258,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             phases = [run_phase("wsgi_pool", "/", server, upstream, args)]
-            time.sleep(1.5)  # every worker refreshes its gauges once a second
-            metrics = scrape(server)
+            metrics = scrape_settled(server)
             phases.append(run_phase("requests.get per call", "/naive", server, upstream, args))
             server.stop()
             sizing = [

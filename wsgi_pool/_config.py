@@ -550,6 +550,10 @@ class PoolConfig:
         return with_server_defaults(base, server_concurrency(cfg))
 
 
+SETTINGS_KEY: Final = "WSGI_POOL"
+"""The name frameworks keep the pools' settings under (Flask's ``app.config``, Django's ``settings``)."""
+
+
 def from_settings(key: str, settings: Any) -> PoolConfig | None:
     """A config from a framework's settings under ``key`` (Flask's ``app.config``, Django's
     ``settings``): None, a :class:`PoolConfig`, or a dict of its fields over the

@@ -28,7 +28,7 @@ from django.core import checks
 from django.http import HttpRequest, HttpResponseBase
 
 from . import _process
-from ._config import from_settings
+from ._config import SETTINGS_KEY, from_settings
 from ._errors import ConfigError
 from ._middleware import bind_client
 from ._pools import WorkerPools
@@ -36,8 +36,6 @@ from ._pools import WorkerPools
 __all__ = ["ClientMiddleware", "WsgiPoolConfig"]
 
 MIDDLEWARE_PATH = "wsgi_pool.django.ClientMiddleware"
-SETTINGS_KEY = "WSGI_POOL"
-"""The Django setting of the pools' settings."""
 
 
 class ClientMiddleware:

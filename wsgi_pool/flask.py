@@ -26,16 +26,13 @@ from typing import TYPE_CHECKING
 from werkzeug.local import LocalProxy
 
 from ._client import Client
-from ._config import from_settings
+from ._config import SETTINGS_KEY, from_settings
 from ._middleware import PoolMiddleware, client_from
 
 if TYPE_CHECKING:
     from flask import Flask
 
 __all__ = ["WsgiPool", "http"]
-
-SETTINGS_KEY = "WSGI_POOL"
-"""The Flask config key of the settings."""
 
 
 class WsgiPool:
