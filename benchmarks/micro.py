@@ -28,10 +28,10 @@ import urllib3
 
 import wsgi_pool
 from wsgi_pool import Client, PoolConfig, PoolMiddleware
-from wsgi_pool._pools import WorkerPools
+from wsgi_pool._worker import WorkerPools
 from wsgi_pool._propagation import from_environ
-from wsgi_pool._stats import UpstreamStats
-from wsgi_pool.prometheus import sink_for
+from wsgi_pool._stats import Counters
+from wsgi_pool.prometheus import Exporter
 
 ROUNDS = 5
 ENVIRON = {"HTTP_X_REQUEST_ID": "bench-1"}
@@ -79,7 +79,7 @@ def clients(url: str, ca: str) -> dict[str, Callable[[str], bytes]]:
     }
 
 
-class _Uncounted(UpstreamStats):
+class _Uncounted(Counters):
     """An upstream's statistics that count nothing: what counting costs is the difference."""
 
     __slots__ = ()
@@ -115,7 +115,7 @@ class _EnvironClient:
         return self.client.get(target).content
 
 
-def _counter(stats: UpstreamStats) -> Callable[[], None]:
+def _counter(stats: Counters) -> Callable[[], None]:
     def counted() -> None:
         stats.sent(reused=True)
         stats.ended(0.002, None)
@@ -155,10 +155,10 @@ def main() -> None:
     # What one GET adds to its upstream's statistics: a request sent on a reused connection,
     # then the call's end (time, histogram bucket); the pool wait is counted only on a wait.
     for label, stats in (
-        ("statistics counted per call (no call)", UpstreamStats("http://bench:80")),
+        ("statistics counted per call (no call)", Counters("http://bench:80")),
         (
             "statistics and Prometheus per call (no call)",
-            UpstreamStats("http://bench:80", sink_for("http://bench:80")),
+            Counters("http://bench:80", [Exporter().sink_for("http://bench:80")]),
         ),
     ):
         result[label] = min(timeit.repeat(_counter(stats), number=number, repeat=3)) / number * 1e6

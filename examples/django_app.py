@@ -3,7 +3,7 @@
     UPSTREAM_URL=http://127.0.0.1:8081 gunicorn -c deploy/gunicorn.conf.py examples.django_app:application
 
 ``wsgi_pool.django.ClientMiddleware`` gives each request its client as ``request.http``;
-``WsgiPoolConfig`` in ``INSTALLED_APPS`` adds the system checks.
+``WsgiPoolAppConfig`` in ``INSTALLED_APPS`` adds the system checks.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ if not settings.configured:
         ALLOWED_HOSTS=["127.0.0.1", "localhost", "[::1]"],
         ROOT_URLCONF=__name__,
         MIDDLEWARE=["wsgi_pool.django.ClientMiddleware"],
-        INSTALLED_APPS=["wsgi_pool.django.WsgiPoolConfig"],
+        INSTALLED_APPS=["wsgi_pool.django.WsgiPoolAppConfig"],
         WSGI_POOL={"read_timeout": 10.0},
         USE_TZ=True,
     )

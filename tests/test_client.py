@@ -12,6 +12,7 @@ from requests.adapters import HTTPAdapter
 import wsgi_pool
 from tests.faults import full_backlog
 from wsgi_pool import Client, PoolConfig, PoolTimeout, WorkerPools, WsgiPoolError, _process
+from wsgi_pool._servers import ServerReport
 from wsgi_pool.testing import Upstream, free_port
 
 from .conftest import run_together
@@ -131,10 +132,10 @@ def test_handler_mounts_and_headers_stay_local(upstream: Upstream) -> None:
     other = Client()
     mounted = HTTPAdapter()
     mine.mount(f"{upstream.url}/private", mounted)
-    assert mine.get_adapter(f"{upstream.url}/public") is mine.pools.adapter
+    assert mine.get_adapter(f"{upstream.url}/public") is wsgi_pool.adapter()
     mine.headers["X-Secret"] = "s3cret"
     assert mine.get_adapter(f"{upstream.url}/private/x") is mounted
-    assert other.get_adapter(f"{upstream.url}/private/x") is other.pools.adapter
+    assert other.get_adapter(f"{upstream.url}/private/x") is wsgi_pool.adapter()
     assert other.get(f"{upstream.url}/x").json()["headers"].get("X-Secret") is None
     assert mine.get(f"{upstream.url}/private/x").json()["headers"]["X-Secret"] == "s3cret"
     assert len(mounted.poolmanager.pools) == 1
@@ -339,6 +340,6 @@ def test_the_environment_settings_are_read_once_per_process(
     first = _process.default_config()
     monkeypatch.setenv("WSGI_POOL_POOL_MAXSIZE", "7")
     assert _process.default_config() is first
-    _process.record_server(PoolConfig(worker_class="gthread", threads=5))
+    _process.record_server(ServerReport(worker_class="gthread", threads=5))
     assert wsgi_pool.client().pools.sizing.pool_maxsize == 3
     assert wsgi_pool.client().pools.config.threads == 5

@@ -9,14 +9,9 @@ import pytest
 from gunicorn.config import Config
 
 from wsgi_pool import ConfigError, PoolConfig, UpstreamSettings, WsgiPoolError, size_pools
-from wsgi_pool._config import (
-    DEFAULT_HOST_POOLS,
-    DEFAULT_POOL_TIMEOUT,
-    GEVENT_POOL_CAP,
-    normalize_worker_class,
-    server_concurrency,
-    with_server_defaults,
-)
+from wsgi_pool._config import DEFAULT_HOST_POOLS, DEFAULT_POOL_TIMEOUT
+from wsgi_pool._servers import gunicorn_report, normalize_worker_class
+from wsgi_pool._sizing import GEVENT_POOL_CAP
 
 
 def gunicorn_cfg(**settings: object) -> Config:
@@ -486,8 +481,8 @@ def test_from_gunicorn_defaults_to_the_process_environment(monkeypatch: pytest.M
 
 def test_server_defaults_fill_only_unset_fields() -> None:
     """What the server reports fills the concurrency fields the config left unset, nothing else."""
-    server = server_concurrency(gunicorn_cfg(worker_class="gthread", threads=8))
-    assert with_server_defaults(PoolConfig(read_timeout=2.0), server) == PoolConfig(
+    server = gunicorn_report(gunicorn_cfg(worker_class="gthread", threads=8))
+    assert PoolConfig(read_timeout=2.0).completed_by(server) == PoolConfig(
         read_timeout=2.0,
         worker_class="gthread",
         threads=8,
@@ -498,5 +493,5 @@ def test_server_defaults_fill_only_unset_fields() -> None:
     mine = PoolConfig(
         worker_class="sync", threads=2, worker_connections=5, worker_timeout=9, workers=3
     )
-    assert with_server_defaults(mine, server) is mine
-    assert with_server_defaults(mine, None) is mine
+    assert mine.completed_by(server) is mine
+    assert mine.completed_by(None) is mine

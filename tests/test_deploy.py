@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from wsgi_pool import PoolConfig, size_pools
-from wsgi_pool._config import ENV_PREFIX, fleet_share
+from wsgi_pool._env import ENV_PREFIX
 from wsgi_pool._explain import explain
+from wsgi_pool._sizing import fleet_share
 
 from .conftest import ROOT
 

@@ -13,7 +13,7 @@ import pytest
 
 import wsgi_pool
 from wsgi_pool import PoolConfig
-from wsgi_pool._config import ENV_PREFIX
+from wsgi_pool._env import ENV_PREFIX
 from wsgi_pool.testing import Upstream
 
 from .conftest import ROOT

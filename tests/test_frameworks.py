@@ -175,9 +175,20 @@ def test_django_a_failing_view_releases_its_client(upstream: Upstream) -> None:
 def test_django_system_checks(overrides: dict[str, Any], ids: list[str]) -> None:
     """The checks report a bad WSGI_POOL and a missing middleware, with stable ids."""
     import wsgi_pool  # noqa: PLC0415
-    from wsgi_pool.django import WsgiPoolConfig, check_settings  # noqa: PLC0415
+    from wsgi_pool.django import WsgiPoolAppConfig, check_settings  # noqa: PLC0415
 
-    WsgiPoolConfig("wsgi_pool", wsgi_pool).ready()
+    WsgiPoolAppConfig("wsgi_pool", wsgi_pool).ready()
     assert check_settings in checks.registry.registry.registered_checks
     with override_settings(**overrides):
         assert [message.id for message in check_settings()] == ids
+
+
+def test_the_old_app_config_name_still_works_and_warns() -> None:
+    """``wsgi_pool.django.WsgiPoolConfig`` (0.1) is ``WsgiPoolAppConfig``, with a DeprecationWarning."""
+    import wsgi_pool.django  # noqa: PLC0415
+
+    with pytest.warns(DeprecationWarning, match="WsgiPoolAppConfig"):
+        old = wsgi_pool.django.WsgiPoolConfig
+    assert old is wsgi_pool.django.WsgiPoolAppConfig
+    with pytest.raises(AttributeError):
+        wsgi_pool.django.NoSuchName  # noqa: B018

@@ -16,7 +16,7 @@ from gunicorn.workers.base import Worker
 import wsgi_pool
 from wsgi_pool import ConfigError, _process
 from wsgi_pool import gunicorn as hooks
-from wsgi_pool._pools import live_pools
+from wsgi_pool._adapter import live_pools
 from wsgi_pool.testing import Upstream
 
 

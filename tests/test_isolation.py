@@ -14,7 +14,7 @@ from requests.adapters import HTTPAdapter
 
 import wsgi_pool
 from wsgi_pool import Client, PoolConfig, PoolMiddleware, SharedStateError
-from wsgi_pool._pools import _ReadOnly
+from wsgi_pool._adapter import ReadOnly as _ReadOnly
 from wsgi_pool.testing import Upstream, free_port
 
 from .conftest import tls_upstream, write_ca
@@ -30,9 +30,12 @@ def serve_once(middleware: PoolMiddleware, **environ: Any) -> None:
 def test_a_handler_cannot_change_or_close_the_shared_adapter(upstream: Upstream) -> None:
     """The adapter every request shares refuses new attributes and close(); the pools keep serving."""
     http = wsgi_pool.client()
-    shared = http.get_adapter(f"{upstream.url}/x")
-    assert shared is http.pools.adapter
+    mounted = http.get_adapter(f"{upstream.url}/x")
+    assert mounted is wsgi_pool.adapter()
+    shared = http.pools.adapter
     attempts: list[Callable[[], object]] = [
+        lambda: setattr(mounted, "config", PoolConfig()),
+        lambda: setattr(mounted, "max_retries", 5),
         lambda: setattr(shared, "max_retries", 5),
         lambda: setattr(shared, "poolmanager", None),
         lambda: delattr(shared, "proxy_manager"),
@@ -86,7 +89,7 @@ def test_what_a_handler_sets_on_its_client_stays_in_its_request(
 
     def second(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         http = wsgi_pool.client_from(environ)
-        assert http.get_adapter(f"{upstream.url}/mounted/x") is http.pools.adapter
+        assert http.get_adapter(f"{upstream.url}/mounted/x") is wsgi_pool.adapter()
         seen.append(http.get(f"{upstream.url}/mounted/theirs").json())
         start_response("200 OK", [])
         return [b""]

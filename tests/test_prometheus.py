@@ -200,7 +200,8 @@ def test_each_worker_refreshes_its_gauges(upstream: Upstream) -> None:
 
     http = wsgi_pool.client(PoolConfig(prometheus=True))
     http.get(f"{upstream.url}/x")
-    exporter = Exporter(http.pools, every=0.01)
+    exporter = Exporter(every=0.01)
+    exporter.start(http.pools)
     try:
         assert wait_until(
             lambda: _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
@@ -261,7 +262,8 @@ def test_a_failed_gauge_refresh_is_logged_and_the_next_one_runs(
     monkeypatch.setattr(prometheus, "refresh_gauges", flaky)
     http = wsgi_pool.client(PoolConfig(prometheus=True))
     http.get(f"{upstream.url}/x")
-    exporter = prometheus.Exporter(http.pools, every=0.01)
+    exporter = prometheus.Exporter(every=0.01)
+    exporter.start(http.pools)
     try:
         assert wait_until(
             lambda: _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1

@@ -154,7 +154,7 @@ def test_uwsgi_preloading_shares_no_socket_and_sizes_from_its_threads(
 def test_uwsgi_options_give_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inside uWSGI (its ``uwsgi`` module, faked here) the pools follow ``uwsgi.opt['threads']``."""
     from wsgi_pool import _process  # noqa: PLC0415
-    from wsgi_pool._config import uwsgi_concurrency  # noqa: PLC0415
+    from wsgi_pool._servers import uwsgi_report as uwsgi_concurrency  # noqa: PLC0415
 
     monkeypatch.setitem(sys.modules, "uwsgi", types.SimpleNamespace(opt={"threads": b"6"}))
     assert wsgi_pool.client().pools.sizing.pool_maxsize == 6

@@ -12,8 +12,8 @@ import requests
 
 import wsgi_pool
 from wsgi_pool import PoolConfig, PoolTimeout, ResponseTooLarge, UpstreamUnreachable, _process
-from wsgi_pool._pools import origin_of, pool_origin
-from wsgi_pool._stats import BUCKETS, OTHER, WARN_EVERY, Registry, UpstreamStats
+from wsgi_pool._origins import origin_of, pool_origin
+from wsgi_pool._stats import BUCKETS, OTHER, WARN_EVERY, Counters, Registry
 from wsgi_pool.testing import Upstream, free_port
 
 from .conftest import run_together
@@ -110,7 +110,7 @@ def test_a_wait_that_gets_a_connection_is_counted(upstream: Upstream) -> None:
 
 def test_held_back_warnings_are_counted_in_the_next() -> None:
     """Warnings of one kind within WARN_EVERY are held back, and the next one says how many."""
-    stats = UpstreamStats("http://a:80")
+    stats = Counters("http://a:80")
     assert stats.may_warn("pool wait", 100.0) == 0
     assert stats.may_warn("pool wait", 101.0) is None
     assert stats.may_warn("pool wait", 102.0) is None
@@ -204,9 +204,9 @@ def test_settings_past_the_bound_are_worked_out_per_call(
     upstream: Upstream, second_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past MAX_SETTINGS upstreams, settings are not kept, and are still right."""
-    from wsgi_pool import _pools  # noqa: PLC0415
+    from wsgi_pool import _adapter  # noqa: PLC0415
 
-    monkeypatch.setattr(_pools, "MAX_SETTINGS", 1)
+    monkeypatch.setattr(_adapter, "MAX_SETTINGS", 1)
     http = wsgi_pool.client(PoolConfig(read_timeout=3.0))
     http.get(f"{upstream.url}/x")
     http.get(f"{second_upstream.url}/x")
@@ -239,7 +239,7 @@ def test_a_retry_the_budget_refuses_is_warned_once(caplog: pytest.LogCaptureFixt
 
 def test_closed_pools_are_left_out_of_the_gauges(upstream: Upstream) -> None:
     """A pool closed but still held by the pool manager counts no connection in use or idle."""
-    from wsgi_pool._pools import live_pools  # noqa: PLC0415
+    from wsgi_pool._adapter import live_pools  # noqa: PLC0415
 
     http = wsgi_pool.client()
     http.get(f"{upstream.url}/x")

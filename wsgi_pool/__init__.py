@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._config import PoolConfig, PoolSizing, UpstreamSettings, size_pools
+from . import _integrations
+from ._config import PoolConfig, UpstreamSettings
+from ._deadline import deadline
 from ._errors import (
     ConfigError,
     InsecureRequestRefused,
@@ -18,9 +20,10 @@ from ._errors import (
     SharedStateError,
     WsgiPoolError,
 )
+from ._sizing import PoolSizing, size_pools
 
 if TYPE_CHECKING:
-    from ._client import Client, deadline
+    from ._client import Client, adapter
     from ._failures import (
         DeadlineExceeded,
         EgressDenied,
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
         UpstreamUnreachable,
     )
     from ._middleware import ENVIRON_KEY, PoolMiddleware, client, client_from
-    from ._pools import WorkerPools
+    from ._stats import UpstreamSnapshot
+    from ._worker import WorkerPools
 
 __version__ = "0.1.0"
 
@@ -68,11 +72,13 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamReset",
     "UpstreamSettings",
+    "UpstreamSnapshot",
     "UpstreamTLSError",
     "UpstreamTimeout",
     "UpstreamUnreachable",
     "WorkerPools",
     "WsgiPoolError",
+    "adapter",
     "client",
     "client_from",
     "deadline",
@@ -81,7 +87,7 @@ __all__ = [
 
 _LAZY = {
     "Client": "._client",
-    "deadline": "._client",
+    "adapter": "._client",
     "ENVIRON_KEY": "._middleware",
     "PoolMiddleware": "._middleware",
     "client": "._middleware",
@@ -102,7 +108,8 @@ _LAZY = {
     "UpstreamTimeout": "._failures",
     "UpstreamTLSError": "._failures",
     "UpstreamUnreachable": "._failures",
-    "WorkerPools": "._pools",
+    "UpstreamSnapshot": "._stats",
+    "WorkerPools": "._worker",
 }
 
 
@@ -117,3 +124,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+_integrations.install()

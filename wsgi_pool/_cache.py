@@ -24,6 +24,7 @@ from email.utils import parsedate_tz
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import ConfigError
+from ._worker import Extension
 
 try:
     from cachecontrol.cache import BaseCache
@@ -187,3 +188,13 @@ class HttpCache:
             )
             and _storable(headers)
         )
+
+
+class CacheExtension(Extension):
+    """The HTTP cache, attached to one process's pools (``http_cache_bytes``)."""
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
+        self.cache = HttpCache(max_bytes, max_entry_bytes)
+
+    def response_cache(self) -> HttpCache:
+        return self.cache

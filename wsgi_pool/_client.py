@@ -1,113 +1,65 @@
-"""The client handlers use: the requests API over the process's shared pools, nothing else shared."""
+"""The client handlers use: the requests API over the process's shared pools, nothing else shared.
+
+A :class:`Client` is a ``requests.Session`` that builds no pools of its own: its ``http://``
+and ``https://`` adapters are :class:`~wsgi_pool._mounted.ProcessAdapter`, which send
+through the pools of the process the call runs in. Each call gets its deadline here (the
+call's, its upstream's or the config's, never past the incoming request's budget or an
+enclosing ``wsgi_pool.deadline()`` block), and the incoming request's id and trace context
+ride on each prepared request. Redirects are followed under the config's redirect policy
+(``_redirects``). Where nothing has patched them, requests' preparation and ``Session.send``
+are replaced by the fast path's (``_fast.prepare``, ``_fast.session``); otherwise requests'
+own run, so a tool wrapping them sees every call.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from datetime import timedelta
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import BaseAdapter
-from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
-from requests.exceptions import InvalidSchema
-from requests.hooks import default_hooks, dispatch_hook
+from requests.cookies import RequestsCookieJar
+from requests.hooks import default_hooks
 from requests.models import DEFAULT_REDIRECT_LIMIT
 from requests.sessions import merge_hooks
 from requests.structures import CaseInsensitiveDict
-from requests.utils import default_headers
 from urllib3.util import parse_url
 
 from . import _deadline, _process, _redirects
-from ._config import PoolConfig, check_seconds
+from ._checks import seconds as check_seconds
+from ._config import PoolConfig
 from ._deadline import Deadline
 from ._errors import SharedStateError
 from ._failures import TooManyRedirects
-from ._pools import TRACE_ATTRIBUTE, WorkerPools, origin_of, read_body
-from ._propagation import Propagation
-from ._transport import prepared_url, sets_cookie
+from ._fast import seams
+from ._fast import session as fast_session
+from ._fast.prepare import Headers, merge_setting, prepare
+from ._mounted import ProcessAdapter
+from ._origins import origin_of
+from ._propagation import TRACE_ATTRIBUTE, Propagation
+from ._worker import WorkerPools
 
-_block_ends: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "wsgi_pool.block_deadline", default=None
-)
+MAX_ADAPTERS: Final = 64
+"""Configs whose mountable adapter is kept for reuse; past that one is made per call (they are cheap)."""
+
+_adapters: dict[PoolConfig | None, ProcessAdapter] = {}
 
 
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Every call in the block ends within ``seconds`` of entering it (blocks nest: the sooner wins).
+def adapter(config: PoolConfig | None = None) -> ProcessAdapter:
+    """A requests transport adapter over this process's pools, for any ``requests.Session``:
 
-        with wsgi_pool.deadline(2.0):
-            user = http.get(f"{USERS}/42").json()
-            cart = http.get(f"{CARTS}/{user['cart']}").json()
+        session.mount("https://", wsgi_pool.adapter())
 
-    It only shortens: each call also keeps its own deadline and the incoming request's budget.
+    Safe at import and in the gunicorn master: each send finds the pools of the process it
+    runs in. The session's cookies, headers and auth stay its own.
     """
-    check_seconds("deadline", seconds)
-    ends = time.monotonic() + seconds
-    outer = _block_ends.get()
-    token = _block_ends.set(ends if outer is None else min(outer, ends))
-    try:
-        yield
-    finally:
-        _block_ends.reset(token)
-
-
-_SESSION_SEND: Final = requests.Session.send
-"""requests' own ``Session.send``; an instrumentation that replaces it gets requests' send path."""
-
-
-def _merged(
-    call_setting: Any,
-    client_setting: Any,
-    dict_class: Callable[[Any], MutableMapping[Any, Any]] = OrderedDict,
-) -> Any:
-    """requests' ``merge_setting``: the call's setting over the client's, None values removed."""
-    if client_setting is None:
-        return call_setting
-    if call_setting is None:
-        return client_setting
-    if not (isinstance(client_setting, Mapping) and isinstance(call_setting, Mapping)):
-        return call_setting
-    merged = dict_class(client_setting.items())
-    merged.update(call_setting.items())
-    for key in [key for key, value in merged.items() if value is None]:
-        del merged[key]
-    return merged
-
-
-class _Headers(CaseInsensitiveDict[Any]):
-    """A client's headers: it notes the first change, so unchanged defaults are checked only once."""
-
-    changed = False
-
-    @classmethod
-    def defaults(cls) -> _Headers:
-        """requests' default headers, unchanged."""
-        headers = cls(default_headers())
-        headers.changed = False
-        return headers
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.changed = True
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self.changed = True
-        super().__delitem__(key)
-
-
-def _checked_defaults() -> CaseInsensitiveDict[Any]:
-    prepared = requests.PreparedRequest()
-    prepared.prepare_headers(default_headers())
-    return prepared.headers
-
-
-_CHECKED_DEFAULTS: Final = _checked_defaults()
-"""requests' default headers as ``PreparedRequest.prepare_headers`` leaves them (validated)."""
+    found = _adapters.get(config)
+    if found is None:
+        found = ProcessAdapter(config)
+        if len(_adapters) < MAX_ADAPTERS:
+            found = _adapters.setdefault(config, found)
+    return found
 
 
 def _holds_connection(response: requests.Response) -> bool:
@@ -130,6 +82,8 @@ class Client(requests.Session):
     created before a fork uses the child's own pools after it. ``close()`` releases the
     streamed responses it returned that are still open; the shared pools stay open.
     Redirects follow the config's policy (see ``redirect_headers`` and ``max_redirects``).
+    Cookies an upstream sets are kept only with ``keep_cookies=True`` (a request's own
+    client keeps them for the request; a client kept longer must not).
     """
 
     def __init__(
@@ -137,7 +91,7 @@ class Client(requests.Session):
         config: PoolConfig | None = None,
         *,
         pools: WorkerPools | None = None,
-        keep_cookies: bool = True,
+        keep_cookies: bool = False,
         not_after: float | None = None,
         propagation: Propagation | None = None,
     ) -> None:
@@ -161,13 +115,14 @@ class Client(requests.Session):
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
         self._keeps_cookies = keep_cookies
         self._jar: RequestsCookieJar | None = None  # made on first use: see cookies
-        self.adapters = OrderedDict()
+        shared = adapter(config)
+        self.adapters = OrderedDict([("https://", shared), ("http://", shared)])
 
     @property
     def headers(self) -> CaseInsensitiveDict[Any]:
         """The client's headers: requests' defaults until changed (made on first use, like requests')."""
         if self._headers is None:
-            self._headers = _Headers.defaults()
+            self._headers = Headers.defaults()
         return self._headers
 
     @headers.setter
@@ -176,7 +131,7 @@ class Client(requests.Session):
 
     @property
     def cookies(self) -> RequestsCookieJar:
-        """The client's cookie jar (one that keeps nothing an upstream sets for ``client()``)."""
+        """The client's cookie jar (one that keeps nothing an upstream sets, unless ``keep_cookies``)."""
         if self._jar is None:
             self._jar = RequestsCookieJar() if self._keeps_cookies else DiscardingCookieJar()
         return self._jar
@@ -208,16 +163,6 @@ class Client(requests.Session):
         """This process's pools, as this client uses them now."""
         self._pools = pools = _process.current(self._pools, self._config)
         return pools
-
-    def get_adapter(self, url: str) -> BaseAdapter:
-        """An adapter this client mounted, else the process's shared one for http and https."""
-        lowered = url.lower()
-        for prefix, adapter in self.adapters.items():
-            if lowered.startswith(prefix.lower()):
-                return adapter
-        if lowered.startswith(("http://", "https://")):
-            return self.pools.adapter
-        raise InvalidSchema(f"No connection adapters were found for {url!r}")
 
     def request(  # noqa: PLR0917  (requests' signature)
         self,
@@ -252,16 +197,27 @@ class Client(requests.Session):
             url = url.decode("utf-8")
         token = self._bind_deadline(url, deadline)
         try:
+            if not seams.REQUEST.intact():  # a tool wraps requests' own: it sees the call
+                return requests.Session.request(
+                    self, method, url, params, data, headers, cookies, files, auth, timeout,
+                    allow_redirects, proxies, hooks, stream, verify, cert, json,
+                )  # fmt: skip
             method = method.upper()
             files, data, params = files or [], data or {}, params or {}
-            if cookies or hooks or self._jar or type(self).prepare_request is not _PREPARE:
+            if (
+                cookies
+                or hooks
+                or self._jar
+                or type(self).prepare_request is not _PREPARE
+                or not seams.PREPARE.intact()
+            ):
                 prepared = self.prepare_request(
                     requests.Request(
                         method, url, headers, files, data, params, auth, cookies, hooks, json
                     )
                 )
             else:  # what prepare_request makes of that Request, without making it
-                prepared = self._prepare(method, url, params, headers, data, files, json, auth)
+                prepared = self._prepared(method, url, params, headers, data, files, json, auth)
                 if self.hooks and self.hooks.get("response"):  # the client's own hooks
                     prepared.prepare_hooks(self.hooks)
             settings = self.merge_environment_settings(
@@ -276,26 +232,25 @@ class Client(requests.Session):
     ) -> contextvars.Token[Deadline | None]:
         if seconds is None:
             text = url.decode() if isinstance(url, bytes) else str(url or "")
-            # Config-derived, the same in every process: the process-id check is get_adapter's.
+            # Config-derived, the same in every process: the process-id check is the adapter's.
             seconds = (self._pools or self.pools).deadline_for(text)
-        ends = [moment for moment in (self.not_after, _block_ends.get()) if moment is not None]
-        return _deadline.bind(Deadline.start(seconds, not_after=min(ends, default=None)))
+        return _deadline.bind(_deadline.start_call(seconds, self.not_after))
 
     def merge_environment_settings(
         self, url: str | None, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
         """Settings of the call over this client's, over the config's proxies; never the environment."""
         # Only config-derived data is read here, the same in every process: the process-id
-        # check is get_adapter's, once per call.
+        # check is the adapter's, once per call.
         pools = self._pools or self.pools
         base: Any = pools.proxies
         if base and pools.no_proxy and pools.bypasses_proxy(parse_url(url or "").host):
             base = {}
         return {
-            "proxies": _merged(proxies, _merged(self.proxies, base)),
-            "stream": _merged(stream, self.stream),
-            "verify": _merged(verify, self.verify),
-            "cert": _merged(cert, self.cert),
+            "proxies": merge_setting(proxies, merge_setting(self.proxies, base)),
+            "stream": merge_setting(stream, self.stream),
+            "verify": merge_setting(verify, self.verify),
+            "cert": merge_setting(cert, self.cert),
         }
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
@@ -305,9 +260,9 @@ class Client(requests.Session):
         response) is prepared by requests; otherwise the settings are merged as requests
         merges them, and the cookie jar and URL credentials are looked at only if there are any.
         """
-        if request.cookies or self._jar:  # no jar yet: no cookies kept
+        if request.cookies or self._jar or not seams.PREPARE.intact():  # no jar: none kept
             return super().prepare_request(request)
-        prepared = self._prepare(
+        prepared = self._prepared(
             request.method,
             request.url,
             request.params,
@@ -320,7 +275,7 @@ class Client(requests.Session):
         prepared.prepare_hooks(merge_hooks(request.hooks, self.hooks))
         return prepared
 
-    def _prepare(  # noqa: PLR0917  (a Request's fields)
+    def _prepared(  # noqa: PLR0917  (a Request's fields)
         self,
         method: Any,
         url: Any,
@@ -331,29 +286,19 @@ class Client(requests.Session):
         json: Any,
         auth: Any,
     ) -> requests.PreparedRequest:
-        """prepare_request's work for a call without cookies, the client's hooks included."""
-        prepared = requests.PreparedRequest()
-        prepared.prepare_method(method)
-        params = _merged(params, self.params) or None
-        quick = prepared_url(url) if params is None and isinstance(url, str) else None
-        if quick is None:
-            prepared.prepare_url(url, params)
-        else:
-            prepared.url = quick
-        own = self._headers
-        if not headers and (own is None or (isinstance(own, _Headers) and not own.changed)):
-            # What prepare_headers makes of the defaults: a copy of them, store to store.
-            merged: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
-            merged._store = _CHECKED_DEFAULTS._store.copy()
-            prepared.headers = merged
-        else:
-            prepared.prepare_headers(_merged(headers, self.headers, CaseInsensitiveDict))
-        prepared._cookies = RequestsCookieJar()
-        prepared.prepare_body(data, files, json)
-        auth = _merged(auth, self.auth)
-        if auth is not None or "@" in (prepared.url or ""):
-            prepared.prepare_auth(auth, prepared.url or "")
-        return prepared
+        return prepare(
+            method,
+            url,
+            params,
+            headers,
+            data,
+            files,
+            json,
+            auth,
+            own_params=self.params,
+            own_headers=self._headers,
+            own_auth=self.auth,
+        )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if self.propagation is not None:
@@ -364,9 +309,9 @@ class Client(requests.Session):
             )["proxies"]
         token = self._bind_deadline(request.url, None) if _deadline.current() is None else None
         try:
-            if requests.Session.send is _SESSION_SEND:
-                response = self._send(request, **kwargs)
-            else:  # an instrumentation (OpenTelemetry's) wraps Session.send: it sees every call
+            if seams.SESSION.intact():
+                response = fast_session.send(self, request, **kwargs)
+            else:  # an instrumentation wraps Session.send (OpenTelemetry's): it sees every call
                 response = super().send(request, **kwargs)
         finally:
             if token is not None:
@@ -377,40 +322,6 @@ class Client(requests.Session):
             self._streams = [r for r in self._streams or () if _holds_connection(r)]
             self._streams.append(response)
         return response
-
-    def _send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        """requests' ``Session.send``, less the cookie parser on responses that set no cookie."""
-        if isinstance(cast(Any, request), requests.Request):
-            raise ValueError("You can only send PreparedRequests.")
-        kwargs.setdefault("stream", self.stream)
-        kwargs.setdefault("verify", self.verify)
-        kwargs.setdefault("cert", self.cert)
-        allow_redirects = kwargs.pop("allow_redirects", True)
-        adapter = self.get_adapter(request.url or "")
-        start = time.perf_counter()
-        response: requests.Response = adapter.send(request, **kwargs)
-        response.elapsed = timedelta(seconds=time.perf_counter() - start)
-        response = dispatch_hook("response", request.hooks, response, **kwargs)
-        for earlier in response.history:  # set by a hook
-            self._keep_cookies(earlier.request, earlier.raw)
-        self._keep_cookies(request, response.raw)
-        if response.is_redirect:
-            if allow_redirects:
-                history = [response, *self.resolve_redirects(response, request, **kwargs)]
-                response = history.pop()
-                response.history = history
-            else:
-                response._next = next(
-                    self.resolve_redirects(response, request, yield_requests=True, **kwargs),
-                    None,
-                )
-        if not kwargs["stream"]:
-            read_body(response)
-        return response
-
-    def _keep_cookies(self, request: Any, raw: Any) -> None:
-        if sets_cookie(getattr(raw, "headers", None)):
-            extract_cookies_to_jar(self.cookies, request, raw)
 
     def resolve_redirects(  # noqa: PLR0917  (requests' signature)
         self,
@@ -477,8 +388,8 @@ class Client(requests.Session):
         streams, self._streams = self._streams, None
         for response in list(streams or ()):
             response.close()
-        for adapter in self.adapters.values():
-            adapter.close()
+        for mounted in self.adapters.values():
+            mounted.close()
 
     def __repr__(self) -> str:
         return f"<wsgi_pool.Client over {self.pools!r}>"

@@ -1,41 +1,54 @@
-"""Deadlines: how long a whole call may take, and the watchdog that enforces it on the wire.
+"""The deadline: how long a whole call may take, where its budget comes from, and who enforces it.
 
-A read timeout bounds each read, not the call: a server that sends a byte every 200 ms
-keeps a call alive forever. Each call gets a :class:`Deadline`; every wait is capped by the
-time it has left (pool wait, connect, each read, backoff), and while a connection carries
-the call, the process's :class:`Watchdog` holds it. When the deadline passes with the
-connection still checked out, the watchdog shuts the socket down: the blocked read returns
-at once, and the error the caller sees is turned into ``DeadlineExceeded``.
+A read timeout bounds each read, not the call: a server that sends a byte every 200 ms keeps
+a call alive forever. So each call gets a :class:`Deadline`, the sooner of
+
+- its own (``request(..., deadline=)``, else its upstream's, else the config's),
+- every enclosing :func:`deadline` block, and
+- the incoming request's budget (:func:`incoming_budget`: ``X-Request-Deadline`` and the like).
+
+Every wait of the call is capped by the time it has left (:func:`attempt_timeouts` for
+connect and each read; the pool wait and the backoff read :func:`current`), and while a
+connection carries the call the process's :class:`Watchdog` holds it: when the deadline
+passes with the connection still in use, the watchdog shuts the socket down, the blocked
+read returns at once, and the call knows it was cut (``Deadline.expired``), never mistaking
+the cut for a connection the server closed.
+
+This module imports nothing from requests or urllib3.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import heapq
-import itertools
+import logging
+import math
+import os
 import socket
 import threading
 import time
-from typing import Final, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any, Final, Protocol
+
+from ._checks import seconds as check_seconds
+from ._propagation import environ_key
+
+logger = logging.getLogger("wsgi_pool")
 
 TICK: Final = 0.05
-"""The watchdog wakes at most this often: a cut comes at most this late after a deadline."""
+"""The watchdog waits at least this long between two looks: a cut comes at most this late."""
 
 
 class Deadline:
     """The moment (``time.monotonic()``) one call must end by; ``seconds`` is its length."""
 
-    __slots__ = ("at", "conn", "expired", "seconds", "watched")
+    __slots__ = ("at", "expired", "seconds")
 
     def __init__(self, seconds: float, *, at: float | None = None) -> None:
         self.seconds = seconds
         self.at = time.monotonic() + seconds if at is None else at
         self.expired = False
         """Set by the watchdog when it cut this call's connection."""
-        self.conn: Tracked | None = None
-        """The connection carrying the call now; guarded by the watchdog's lock."""
-        self.watched = False
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
@@ -52,15 +65,13 @@ class Deadline:
         return f"<Deadline {self.seconds:g} s, {self.remaining():.3f} s left>"
 
 
-class Tracked(Protocol):
-    """A connection the watchdog can cut: urllib3's, with the deadline it carries now."""
-
-    sock: socket.socket | None
-    wp_deadline: Deadline | None
-
+# -- the call's deadline, and the blocks around it --------------------------------------------
 
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "wsgi_pool.deadline", default=None
+)
+_block_ends: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "wsgi_pool.block_deadline", default=None
 )
 
 
@@ -77,19 +88,98 @@ def unbind(token: contextvars.Token[Deadline | None]) -> None:
     _current.reset(token)
 
 
+def start_call(seconds: float, not_after: float | None) -> Deadline:
+    """A call's deadline: ``seconds`` from now, or sooner if a block or ``not_after`` ends first."""
+    block = _block_ends.get()
+    if block is not None and (not_after is None or block < not_after):
+        not_after = block
+    return Deadline.start(seconds, not_after=not_after)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Every call in the block ends within ``seconds`` of entering it (blocks nest: the sooner wins).
+
+        with wsgi_pool.deadline(2.0):
+            user = http.get(f"{USERS}/42").json()
+            cart = http.get(f"{CARTS}/{user['cart']}").json()
+
+    It only shortens: each call also keeps its own deadline and the incoming request's budget.
+    """
+    check_seconds("deadline", seconds)
+    ends = time.monotonic() + seconds
+    outer = _block_ends.get()
+    token = _block_ends.set(ends if outer is None else min(outer, ends))
+    try:
+        yield
+    finally:
+        _block_ends.reset(token)
+
+
+# -- the incoming budget ------------------------------------------------------------------------
+
+MAX_BUDGET_MS: Final = 3_600_000
+"""An incoming budget above an hour is ignored (as a malformed one is): it cannot shorten anything."""
+
+
+def incoming_budget(environ: Mapping[str, Any], headers: tuple[str, ...]) -> float | None:
+    """When the incoming request's budget ends (``time.monotonic()``), from the first valid header.
+
+    ``headers`` names the budget headers, first match wins. A budget is whole milliseconds,
+    1 to one hour, as Envoy's ``x-envoy-expected-rq-timeout-ms``. Anything else is ignored: a
+    budget only ever shortens the deadline of outbound calls, so a caller cannot lengthen them.
+    """
+    for name in headers:
+        value = environ.get(environ_key(name))
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        if len(text) <= 8 and text.isascii() and text.isdigit() and 0 < int(text) <= MAX_BUDGET_MS:
+            return time.monotonic() + int(text) / 1000
+    return None
+
+
+# -- one try's timeouts -------------------------------------------------------------------------
+
+_NEVER: Final = math.inf
+
+
+def attempt_timeouts(
+    connect: float, read: float, remaining: float
+) -> tuple[float, float, bool, bool]:
+    """One try's connect and read timeouts within the ``remaining`` seconds of the deadline,
+    and whether each was cut down to the deadline (a timeout then means the deadline passed)."""
+    return (
+        min(connect, remaining),
+        min(read, remaining),
+        remaining < connect,
+        remaining < read,
+    )
+
+
+# -- the watchdog -------------------------------------------------------------------------------
+
+
+class Tracked(Protocol):
+    """A connection the watchdog can cut: urllib3's, whose socket may be TLS in TLS."""
+
+    sock: Any
+
+
 class Watchdog:
     """One thread per process that cuts connections whose call outlived its deadline.
 
-    Mutable state, all under ``_cond``: ``_heap`` (deadlines by time, each pushed once),
-    ``_thread``, ``_stopped``, and the pairing of a connection with the deadline it carries
-    (``conn.wp_deadline`` / ``deadline.conn``). Pairing under the lock means a deadline never
-    cuts a connection that has meanwhile gone back to the pool and carries another call.
+    Mutable state, all under ``_cond``: ``_armed`` (each connection carrying a call, to that
+    call's deadline), ``_next`` (when the thread wakes next), ``_thread`` and ``_stopped``.
+    Cutting under the lock means a deadline never cuts a connection that has meanwhile gone
+    back to the pool and carries another call. Memory is proportional to the calls in flight.
+    The thread survives whatever a cut raises, and a new one starts if it ever stops.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, Deadline]] = []
-        self._order = itertools.count()
+        self._armed: dict[Tracked, Deadline] = {}
+        self._next = _NEVER
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.cuts = 0
@@ -99,62 +189,63 @@ class Watchdog:
         with self._cond:
             if self._stopped:
                 return
-            previous = conn.wp_deadline
-            if previous is not None:
-                previous.conn = None
-            conn.wp_deadline = deadline
-            deadline.conn = conn
-            if not deadline.watched:
-                deadline.watched = True
-                heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="wsgi_pool deadline watchdog", daemon=True
-                    )
-                    self._thread.start()
-                elif self._heap[0][2] is deadline:
-                    self._cond.notify()
+            self._armed[conn] = deadline
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="wsgi_pool deadline watchdog", daemon=True
+                )
+                self._thread.start()
+            elif deadline.at < self._next:
+                self._cond.notify()
 
     def disarm(self, conn: Tracked) -> None:
         """``conn`` carries no call any more (it is back in the pool, or closed)."""
         with self._cond:
-            deadline = conn.wp_deadline
-            if deadline is not None:
-                deadline.conn = None
-                conn.wp_deadline = None
+            self._armed.pop(conn, None)
 
     def _run(self) -> None:
-        with self._cond:
-            while not self._stopped:
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                wait = self._heap[0][0] - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(max(wait, TICK))
-                    continue
-                _, _, deadline = heapq.heappop(self._heap)
-                conn = deadline.conn
-                if conn is not None and conn.wp_deadline is deadline:
-                    self._cut(deadline, conn)
+        try:
+            with self._cond:
+                while not self._stopped:
+                    self._look()
+                    if self._next == _NEVER:
+                        self._cond.wait()
+                    else:
+                        self._cond.wait(max(self._next - time.monotonic(), TICK))
+        finally:
+            with self._cond:
+                if self._thread is threading.current_thread():
+                    self._thread = None  # the next arm() starts another
+
+    def _look(self) -> None:
+        """Cut what is past its deadline; note when the next one is due. Under the lock."""
+        now = time.monotonic()
+        soonest = _NEVER
+        for conn, deadline in list(self._armed.items()):
+            if deadline.at <= now:
+                del self._armed[conn]
+                self._cut(deadline, conn)
+            elif deadline.at < soonest:
+                soonest = deadline.at
+        self._next = soonest
 
     def _cut(self, deadline: Deadline, conn: Tracked) -> None:
-        # Under the lock: the connection cannot change hands between the check and the cut.
         deadline.expired = True
-        sock = conn.sock
-        if sock is not None:
-            self.cuts += 1
-            # socket.socket's own shutdown, also for an SSLSocket: the reader blocked in
-            # another thread wakes with end-of-file; the TLS object is left alone. OSError:
-            # its owner closed it meanwhile, nothing to cut.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        sock = _os_socket(conn.sock)
+        if sock is None:
+            return
+        self.cuts += 1
+        # The OS socket's own shutdown, also under TLS (and TLS in TLS): the reader blocked in
+        # another thread wakes with end-of-file; the TLS objects are left alone. OSError: its
+        # owner closed it meanwhile, nothing to cut.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Stop the thread; deadlines armed later are not enforced on the wire."""
         with self._cond:
             self._stopped = True
-            self._heap.clear()
+            self._armed.clear()
             thread, self._thread = self._thread, None
             self._cond.notify()
         if thread is not None and thread is not threading.current_thread():
@@ -162,5 +253,49 @@ class Watchdog:
 
     @property
     def pending(self) -> int:
-        """Deadlines still in the heap (for statistics and tests)."""
-        return len(self._heap)
+        """Connections carrying a call now (for statistics and tests)."""
+        return len(self._armed)
+
+
+def _os_socket(sock: Any) -> socket.socket | None:
+    """The OS socket under ``sock``: itself, or the one under urllib3's TLS-in-TLS transport."""
+    for _ in range(4):  # a proxy's TLS inside another: at most a few layers
+        if sock is None or isinstance(sock, socket.socket):
+            return sock
+        sock = getattr(sock, "socket", None)
+    return None
+
+
+_watchdog: Watchdog | None = None
+_watchdog_lock = threading.Lock()
+
+
+def watchdog() -> Watchdog:
+    """This process's watchdog, made on first use (a forked child makes its own)."""
+    global _watchdog
+    found = _watchdog
+    if found is None:
+        with _watchdog_lock:
+            found = _watchdog
+            if found is None:  # pragma: no branch  (else: another thread made it meanwhile)
+                found = _watchdog = Watchdog()
+    return found
+
+
+def close_watchdog() -> None:
+    """Stop this process's watchdog (at worker exit); the next call makes a new one."""
+    global _watchdog
+    with _watchdog_lock:
+        found, _watchdog = _watchdog, None
+    if found is not None:
+        found.close()
+
+
+def _forget_after_fork() -> None:
+    # The parent's thread does not exist here, and its lock may have been held at the fork.
+    global _watchdog, _watchdog_lock
+    _watchdog = None
+    _watchdog_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

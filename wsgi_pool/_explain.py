@@ -21,8 +21,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ._config import PoolConfig, PoolSizing, size_pools
+from . import _integrations
+from ._config import PoolConfig
 from ._errors import ConfigError
+from ._sizing import PoolSizing, size_pools
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +120,7 @@ def explain(argv: Sequence[str], environ: dict[str, str] | None = None) -> Expla
     """The explanation for gunicorn arguments ``argv`` and ``WSGI_POOL_*`` variables."""
     cfg = gunicorn_config(argv)
     config = PoolConfig.from_gunicorn(cfg, environ)
+    _integrations.check(config)
     return Explanation(
         workers=cfg.workers,
         worker_class=str(cfg.worker_class_str),

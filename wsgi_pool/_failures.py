@@ -1,4 +1,4 @@
-"""The errors of a call to an upstream, and how requests' and urllib3's are turned into them.
+"""The errors of a call to an upstream.
 
 Each is a :class:`~wsgi_pool.WsgiPoolError` and the requests exception a caller already
 catches, and names the upstream (``scheme://host:port``)::
@@ -21,32 +21,20 @@ catches, and names the upstream (``scheme://host:port``)::
     └── RedirectRefused               a redirect the policy does not follow (https to http,
         │                             a body to another origin, a scheme other than http(s))
         └── TooManyRedirects          requests.TooManyRedirects: more than max_redirects
+
+How urllib3's, requests' and the socket's errors become these is ``_translate``'s business.
 """
 
 from __future__ import annotations
 
-import errno
-import http.client
-import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import requests
-from urllib3.exceptions import (
-    ClosedPoolError,
-    InvalidChunkLength,
-    InvalidHeader,
-    MaxRetryError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
 
-from ._deadline import Deadline
-from ._errors import WsgiPoolError
+from ._errors import WsgiPoolError, public
 
 
+@public
 class UpstreamError(WsgiPoolError, requests.exceptions.RequestException):
     """A call to an upstream failed; ``upstream`` names it as ``scheme://host:port``."""
 
@@ -57,10 +45,12 @@ class UpstreamError(WsgiPoolError, requests.exceptions.RequestException):
         super().__init__(f"{upstream}: {message}", request=request, response=response)
 
 
+@public
 class UpstreamTimeout(UpstreamError, requests.exceptions.Timeout):
     """A call to an upstream ran out of time."""
 
 
+@public
 class PoolTimeout(UpstreamTimeout):
     """No pooled connection to an upstream became free within ``pool_timeout``."""
 
@@ -78,6 +68,7 @@ class PoolTimeout(UpstreamTimeout):
         )
 
 
+@public
 class DeadlineExceeded(UpstreamTimeout):
     """The call's total deadline passed: waiting, connecting, retrying or reading included."""
 
@@ -90,38 +81,47 @@ class DeadlineExceeded(UpstreamTimeout):
         )
 
 
+@public
 class UpstreamConnectTimeout(UpstreamTimeout, requests.exceptions.ConnectTimeout):
     """No connection was established within ``connect_timeout``."""
 
 
+@public
 class UpstreamReadTimeout(UpstreamTimeout, requests.exceptions.ReadTimeout):
     """The upstream sent nothing for ``read_timeout``: before the headers or within the body."""
 
 
+@public
 class UpstreamConnectionError(UpstreamError, requests.exceptions.ConnectionError):
     """The connection to an upstream failed."""
 
 
+@public
 class UpstreamUnreachable(UpstreamConnectionError):
     """No connection could be made: nothing was sent."""
 
 
+@public
 class UpstreamRefused(UpstreamUnreachable):
     """The upstream's port refused the connection: nothing listens there."""
 
 
+@public
 class UpstreamReset(UpstreamConnectionError, requests.exceptions.ChunkedEncodingError):
     """The upstream closed or reset the connection before the response was complete."""
 
 
+@public
 class UpstreamProtocolError(UpstreamConnectionError, requests.exceptions.ChunkedEncodingError):
     """The upstream's response is not valid HTTP/1.1 (status line, headers, framing)."""
 
 
+@public
 class UpstreamTLSError(UpstreamConnectionError, requests.exceptions.SSLError):
     """The TLS handshake or the encrypted stream failed."""
 
 
+@public
 class EgressDenied(UpstreamConnectionError):
     """The egress policy refused every address the upstream's host resolved to: nothing was sent.
 
@@ -141,14 +141,17 @@ class EgressDenied(UpstreamConnectionError):
         )
 
 
+@public
 class RedirectRefused(UpstreamError):
     """The upstream redirected somewhere the redirect policy does not follow."""
 
 
+@public
 class TooManyRedirects(RedirectRefused, requests.exceptions.TooManyRedirects):
     """More redirects than ``max_redirects``."""
 
 
+@public
 class ResponseTooLarge(UpstreamError):
     """The response body (decoded) passed ``max_response_bytes``; the connection was dropped."""
 
@@ -163,98 +166,3 @@ class ResponseTooLarge(UpstreamError):
             request=request,
             response=response,
         )
-
-
-_EXCHANGE_FAILURES = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.InvalidHeader,
-)
-_RESET = (ConnectionError, http.client.IncompleteRead, ssl.SSLEOFError, ssl.SSLZeroReturnError)
-
-
-def causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it wraps: requests' and urllib3's arguments, reasons and chained errors."""
-    seen: set[int] = set()
-    pending = [exc]
-    while pending:
-        found = pending.pop(0)
-        if id(found) in seen:
-            continue
-        seen.add(id(found))
-        yield found
-        if isinstance(found, MaxRetryError) and found.reason is not None:
-            pending.append(found.reason)
-        pending.extend(arg for arg in found.args if isinstance(arg, BaseException))
-        pending.extend(filter(None, (found.__cause__, found.__context__)))
-
-
-def pool_closed(exc: BaseException) -> bool:
-    """Whether the pool was closed under the call (evicted by another thread): nothing was sent."""
-    return any(isinstance(found, ClosedPoolError) for found in causes(exc))
-
-
-def translate(
-    exc: requests.exceptions.RequestException,
-    *,
-    upstream: str,
-    deadline: Deadline | None,
-    where: str,
-    timeout_was_deadline: bool = False,
-) -> requests.exceptions.RequestException:
-    """The wsgi_pool error for ``exc`` raised by requests; ``exc`` itself if none fits.
-
-    Only failures of the exchange are translated; a bad URL, a bad argument or an error from
-    decoding the body stays requests' own.
-    """
-    if isinstance(exc, UpstreamError) or not isinstance(exc, _EXCHANGE_FAILURES):
-        return exc
-    request = exc.request
-    deadline_hit = deadline is not None and (
-        deadline.expired
-        or deadline.remaining() <= 0
-        or (timeout_was_deadline and isinstance(exc, requests.exceptions.Timeout))
-    )
-    if deadline_hit and deadline is not None:
-        return DeadlineExceeded(upstream, deadline.seconds, where, request=request)
-    chain = list(causes(exc))
-    kind, message = _classify(exc, chain)
-    return kind(message, upstream=upstream, request=request)
-
-
-def _classify(  # noqa: PLR0911  (one return per kind of failure)
-    exc: requests.exceptions.RequestException, chain: list[BaseException]
-) -> tuple[type[UpstreamError], str]:
-    detail = _innermost(chain)
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return UpstreamConnectTimeout, f"connect timed out ({detail})"
-    if isinstance(exc, requests.exceptions.ReadTimeout) or any(
-        isinstance(found, ReadTimeoutError) for found in chain
-    ):
-        return UpstreamReadTimeout, f"read timed out ({detail})"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return UpstreamTLSError, f"TLS failed ({detail})"
-    if any(isinstance(found, NameResolutionError) for found in chain):
-        return UpstreamUnreachable, f"name resolution failed ({detail})"
-    if any(isinstance(found, ConnectionRefusedError) for found in chain) or any(
-        isinstance(found, OSError) and found.errno == errno.ECONNREFUSED for found in chain
-    ):
-        return UpstreamRefused, "connection refused"
-    if any(isinstance(found, NewConnectionError) for found in chain):
-        return UpstreamUnreachable, f"cannot connect ({detail})"
-    if any(isinstance(found, InvalidChunkLength) for found in chain):
-        return UpstreamProtocolError, f"invalid chunked encoding ({detail})"
-    if any(isinstance(found, _RESET) for found in chain):
-        return UpstreamReset, f"connection closed before the response was complete ({detail})"
-    if any(
-        isinstance(found, ProtocolError | InvalidHeader | http.client.HTTPException)
-        for found in chain
-    ):
-        return UpstreamProtocolError, f"invalid response ({detail})"
-    return UpstreamConnectionError, f"connection failed ({detail})"
-
-
-def _innermost(chain: list[BaseException]) -> str:
-    last = chain[-1]
-    return f"{type(last).__name__}: {last}" if str(last) else type(last).__name__

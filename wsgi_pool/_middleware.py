@@ -23,18 +23,20 @@ also left in ``environ["wsgi_pool.request_id"]`` for the app's own logs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _process, _propagation
+from . import _integrations, _process, _propagation
 from ._client import Client
 from ._config import PoolConfig
+from ._deadline import incoming_budget
 from ._errors import MissingClientError
-from ._pools import WorkerPools
+from ._worker import WorkerPools
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .prometheus import Exporter
 
 ENVIRON_KEY: Final = "wsgi_pool.client"
 """The environ key under which handlers find their request-scoped :class:`Client`."""
@@ -50,12 +52,15 @@ class PoolMiddleware:
         self.app = app
         self.config = config
         self._pools: WorkerPools | None = None
+        _integrations.check(_process.default_config() if config is None else config)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         self._pools = pools = _process.current(self._pools, self.config)
-        config = pools.config
-        if pools.metrics is not None and environ.get("PATH_INFO") == config.metrics_path:
-            return pools.metrics(environ, start_response)
+        path = pools.config.metrics_path
+        if path is not None and environ.get("PATH_INFO") == path:
+            exporter = _exporter(pools)
+            if exporter is not None:  # pragma: no branch  (attached whenever metrics_path is set)
+                return exporter.serve(environ, start_response)
         client = bind_client(environ, pools, self.config)
         try:
             body = self.app(environ, start_response)
@@ -74,10 +79,17 @@ def bind_client(environ: Any, pools: WorkerPools, config: PoolConfig | None) -> 
     client = environ[ENVIRON_KEY] = Client(
         config,
         pools=pools,
+        keep_cookies=True,  # within this request only: the client ends with it
         not_after=incoming_budget(environ, settings.deadline_headers),
         propagation=propagation,
     )
     return client
+
+
+def _exporter(pools: WorkerPools) -> Exporter | None:
+    from .prometheus import Exporter  # noqa: PLC0415  (prometheus_client is optional)
+
+    return pools.extension(Exporter)
 
 
 def _release_after(body: Iterable[bytes], client: Client) -> Iterable[bytes]:
@@ -107,27 +119,6 @@ class _ReleasingBody:
                 close()
         finally:
             self._client.close()
-
-
-MAX_BUDGET_MS: Final = 3_600_000
-"""An incoming budget above an hour is ignored (as a malformed one is): it cannot shorten anything."""
-
-
-def incoming_budget(environ: WSGIEnvironment, headers: tuple[str, ...]) -> float | None:
-    """When the incoming request's budget ends (``time.monotonic()``), from the first valid header.
-
-    A budget is whole milliseconds, 1 to one hour, as Envoy's
-    ``x-envoy-expected-rq-timeout-ms``. Anything else is ignored: a budget only ever
-    shortens the deadline of outbound calls, so a caller cannot lengthen them.
-    """
-    for name in headers:
-        value = environ.get(_propagation.environ_key(name))
-        if not isinstance(value, str):
-            continue
-        text = value.strip()
-        if len(text) <= 8 and text.isascii() and text.isdigit() and 0 < int(text) <= MAX_BUDGET_MS:
-            return time.monotonic() + int(text) / 1000
-    return None
 
 
 def client_from(environ: WSGIEnvironment) -> Client:

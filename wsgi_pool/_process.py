@@ -5,6 +5,10 @@ A process's pools are found by its process id, checked on every access. A forked
 under its own id and builds fresh ones. What it inherited is moved aside and kept, never
 used, never closed and never shut down: the parent may still be using those sockets, and a
 lock inside them may have been held by a parent thread at the moment of the fork.
+
+Extensions (Prometheus, OpenTelemetry, the HTTP cache) are attached to each process's pools
+by the factories registered here (:func:`register`); the package registers its own, so this
+module imports none of them.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._config import PoolConfig, uwsgi_concurrency, with_server_defaults
+from . import _deadline
+from ._config import PoolConfig
+from ._servers import ServerReport, uwsgi_report
 
 if TYPE_CHECKING:
-    from ._pools import WorkerPools
+    from ._worker import Extension, ExtensionFactory, WorkerPools
 
 logger = logging.getLogger("wsgi_pool")
 
@@ -47,12 +53,20 @@ class _ProcessPools:
 # gunicorn hooks reported about this worker's concurrency; ``_env_default`` caches the
 # ``WSGI_POOL_*`` settings, read once per process; ``_completed`` maps a config (None: the
 # default) to itself completed by ``_server``, and is emptied whenever ``_server`` changes.
+# ``_factories`` are the extension factories, registered at import.
 _by_pid: dict[int, _ProcessPools] = {}
 _inherited: list[_ProcessPools] = []
-_server: PoolConfig | None = None
+_server: ServerReport | None = None
 _env_default: PoolConfig | None = None
 _completed: dict[PoolConfig | None, PoolConfig] = {}
 _master: int | None = None  # the gunicorn master's process id (on_starting), if known
+_factories: list[ExtensionFactory] = []
+
+
+def register(factory: ExtensionFactory) -> None:
+    """Attach what ``factory`` makes (an ``Extension``, or None) to every pools built from now on."""
+    if factory not in _factories:
+        _factories.append(factory)
 
 
 def _this_process() -> _ProcessPools:
@@ -66,8 +80,13 @@ def _this_process() -> _ProcessPools:
 
 
 def _set_aside_foreign(pid: int) -> None:
-    foreign = [_by_pid.pop(other, None) for other in list(_by_pid) if other != pid]
-    _inherited.extend(filter(None, foreign))  # None: another thread set it aside first
+    foreign = [
+        found for other in list(_by_pid) if other != pid and (found := _by_pid.pop(other, None))
+    ]
+    for process in foreign:  # None popped: another thread set it aside first
+        for pools in list(process.by_config.values()):
+            pools.retire()  # a client that cached them looks again (no lock: a fork may hold it)
+    _inherited.extend(foreign)
 
 
 def _after_fork_in_child() -> None:
@@ -77,7 +96,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def record_server(server: PoolConfig | None) -> None:
+def record_server(server: ServerReport | None) -> None:
     """Remember what the server reported about this process's concurrency (gunicorn hooks)."""
     global _server
     _server = server
@@ -90,7 +109,7 @@ def record_master(pid: int | None) -> None:
     _master = pid
 
 
-def _server_here() -> PoolConfig | None:
+def _server_here() -> ServerReport | None:
     """What the server says of this process's concurrency: gunicorn's hooks, else uWSGI's options."""
     if _server is not None:
         return _server
@@ -98,7 +117,7 @@ def _server_here() -> PoolConfig | None:
         uwsgi = importlib.import_module("uwsgi")  # importable only inside uWSGI
     except ImportError:
         return None
-    return uwsgi_concurrency(uwsgi.opt)
+    return uwsgi_report(uwsgi.opt)
 
 
 def default_config() -> PoolConfig:
@@ -109,46 +128,69 @@ def default_config() -> PoolConfig:
     return _env_default
 
 
+def effective(config: PoolConfig | None) -> PoolConfig:
+    """``config`` (None: the ``WSGI_POOL_*`` settings) completed by what the server reported."""
+    found = _completed.get(config)
+    if found is None:
+        found = (default_config() if config is None else config).completed_by(_server_here())
+        _completed[config] = found
+    return found
+
+
 def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
     """This process's pools for ``config`` (default: the ``WSGI_POOL_*`` settings), built on first use."""
-    effective = _completed.get(config)
-    if effective is None:
-        effective = with_server_defaults(
-            default_config() if config is None else config, _server_here()
-        )
-        _completed[config] = effective
+    settings = effective(config)
     process = _this_process()
-    pools = process.by_config.get(effective)
+    pools = process.by_config.get(settings)
     if pools is None:
         with process.lock:
-            pools = process.by_config.get(effective)
+            pools = process.by_config.get(settings)
             if pools is None:  # pragma: no branch  (else: another thread built them meanwhile)
-                from ._pools import WorkerPools  # noqa: PLC0415  (requests loads here, after fork)
-
-                pools = WorkerPools(effective, pid=process.pid)
-                process.by_config[effective] = pools
-                logger.info("pools for pid %d: %s", process.pid, pools.sizing.describe())
-                for warning in pools.sizing.warnings:
-                    logger.warning("pid %d: %s", process.pid, warning)
-                if process.pid == _master:
-                    logger.warning(
-                        "pid %d: pools built in the gunicorn master (a call at import under "
-                        "preload_app?): no worker uses them, each builds its own after fork; "
-                        "make outbound calls in handlers or after post_worker_init",
-                        process.pid,
-                    )
+                pools = _build(settings, process.pid)
+                process.by_config[settings] = pools
     return pools
 
 
+def _build(settings: PoolConfig, pid: int) -> WorkerPools:
+    from ._worker import WorkerPools  # noqa: PLC0415  (requests loads here, after fork)
+
+    extensions = [found for make in _factories if (found := _extension(make, settings))]
+    pools = WorkerPools(settings, pid=pid, extensions=extensions)
+    logger.info("pools for pid %d: %s", pid, pools.sizing.describe())
+    for warning in pools.sizing.warnings:
+        logger.warning("pid %d: %s", pid, warning)
+    if pid == _master:
+        logger.warning(
+            "pid %d: pools built in the gunicorn master (a call at import under "
+            "preload_app?): no worker uses them, each builds its own after fork; "
+            "make outbound calls in handlers or after post_worker_init",
+            pid,
+        )
+    return pools
+
+
+def _extension(make: ExtensionFactory, settings: PoolConfig) -> Extension | None:
+    """What ``make`` attaches to pools built from ``settings``; a failure is logged, never raised."""
+    try:
+        return make(settings)
+    except Exception:
+        logger.exception(
+            "wsgi_pool: an extension could not be attached; the pools go on without it"
+        )
+        return None
+
+
 def current(cached: WorkerPools | None, config: PoolConfig | None) -> WorkerPools:
-    """``cached`` if this process built it, else this process's pools for ``config``: the fork check."""
-    if cached is not None and cached.pid == getpid():
+    """``cached`` if this process built it and uses it still, else this process's pools for
+    ``config``: the fork check."""
+    if cached is not None and cached.pid == getpid() and not cached.retired:
         return cached
     return worker_pools(config)
 
 
 def close_process_pools() -> int:
-    """Close the pools this process built (never inherited ones); returns how many sets were closed."""
+    """Close the pools this process built (never inherited ones) and stop its watchdog; returns
+    how many sets were closed."""
     process = _by_pid.get(getpid())
     if process is None:
         return 0
@@ -157,6 +199,7 @@ def close_process_pools() -> int:
         process.by_config.clear()
     for pools in closing:
         pools.close()
+    _deadline.close_watchdog()
     return len(closing)
 
 

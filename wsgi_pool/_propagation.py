@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wsgi_pool")
 
+TRACE_ATTRIBUTE: Final = "wsgi_pool_propagation"
+"""The attribute of a ``PreparedRequest`` that holds the calling request's :class:`Propagation`."""
+
 MAX_HEADER: Final = 512
 """Longest ``traceparent`` read (a later version may add fields) and longest ``tracestate`` kept."""
 MAX_TRACESTATE_MEMBERS: Final = 32

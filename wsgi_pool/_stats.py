@@ -1,8 +1,8 @@
 """What a worker's pools did, per upstream: counters kept on the call path at the cost of a lock.
 
-One :class:`UpstreamStats` per upstream (``scheme://host:port``) per worker process. The
+One :class:`Counters` per upstream (``scheme://host:port``) per worker process. The
 pools, the adapter and the send path add to it as things happen; readers take a
-:meth:`UpstreamStats.snapshot`. The number of upstreams tracked is bounded: past
+:meth:`Counters.snapshot`. The number of upstreams tracked is bounded: past
 :data:`MAX_UPSTREAMS`, calls to further upstreams are counted together under
 :data:`OTHER` (an app that calls arbitrary hosts, webhooks say, stays bounded in memory
 and in metric labels).
@@ -11,11 +11,15 @@ and in metric labels).
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol
+
+logger = logging.getLogger("wsgi_pool")
 
 MAX_UPSTREAMS: Final = 200
 """Upstreams counted one by one per worker; the rest are counted together as :data:`OTHER`."""
@@ -25,6 +29,9 @@ OTHER: Final = "other"
 
 WARN_EVERY: Final = 10.0
 """Seconds between two warnings of one kind about one upstream; those in between are counted."""
+
+SINK_ERROR_EVERY: Final = 60.0
+"""Seconds between two logged failures of a sink (metrics): a failing exporter never fails a call."""
 
 BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the response-time histogram; a last bucket takes the rest."""
@@ -41,7 +48,7 @@ class Sink(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Snapshot:
+class UpstreamSnapshot:
     """One upstream's counts at one moment, in one worker."""
 
     upstream: str
@@ -88,7 +95,7 @@ class Snapshot:
         }
 
 
-class UpstreamStats:
+class Counters:
     """One upstream's counters in one worker.
 
     Mutable state: every counter below, changed only under ``lock``.
@@ -107,7 +114,7 @@ class UpstreamStats:
         "retries_denied",
         "reused",
         "seconds",
-        "sink",
+        "sinks",
         "upstream",
         "wait_seconds",
         "wait_timeouts",
@@ -116,9 +123,9 @@ class UpstreamStats:
         "warned",
     )
 
-    def __init__(self, upstream: str, sink: Sink | None = None) -> None:
+    def __init__(self, upstream: str, sinks: Sequence[Sink] = ()) -> None:
         self.upstream = upstream
-        self.sink = sink
+        self.sinks = tuple(sinks)
         self.lock = threading.Lock()
         self.calls = self.opened = self.reused = self.idle_expired = self.discarded = 0
         self.waits = self.wait_timeouts = self.retries = self.retries_denied = self.replays = 0
@@ -132,8 +139,8 @@ class UpstreamStats:
         """Add ``count`` to the counter ``name``."""
         with self.lock:
             setattr(self, name, getattr(self, name) + count)
-        if self.sink is not None:
-            self.sink.add(name, count)
+        for sink in self.sinks:
+            _tell(sink.add, name, count)
 
     def sent(self, *, reused: bool) -> None:
         """A request went out on a reused connection, or on one just opened."""
@@ -142,8 +149,8 @@ class UpstreamStats:
                 self.reused += 1
             else:
                 self.opened += 1
-        if self.sink is not None:
-            self.sink.add("reused" if reused else "opened", 1)
+        for sink in self.sinks:
+            _tell(sink.add, "reused" if reused else "opened", 1)
 
     def waited(self, seconds: float, *, got: bool) -> None:
         """A call waited ``seconds`` for a free connection, and got one or not."""
@@ -152,10 +159,10 @@ class UpstreamStats:
             self.wait_seconds += seconds
             if not got:
                 self.wait_timeouts += 1
-        if self.sink is not None:
-            self.sink.add("waits", 1)
-            self.sink.add("wait_seconds", seconds)
-            self.sink.add("wait_timeouts", 0 if got else 1)
+        for sink in self.sinks:
+            _tell(sink.add, "waits", 1)
+            _tell(sink.add, "wait_seconds", seconds)
+            _tell(sink.add, "wait_timeouts", 0 if got else 1)
 
     def ended(self, seconds: float, error: BaseException | None) -> None:
         """A call ended after ``seconds``: a response, or ``error``."""
@@ -167,16 +174,16 @@ class UpstreamStats:
             if error is not None:
                 kind = type(error).__name__
                 self.errors[kind] = self.errors.get(kind, 0) + 1
-        if self.sink is not None:
-            self.sink.ended(seconds, error)
+        for sink in self.sinks:
+            _tell(sink.ended, seconds, error)
 
     def failed(self, error: BaseException) -> None:
         """A call that had its response failed later (reading the body): counted by kind."""
         kind = type(error).__name__
         with self.lock:
             self.errors[kind] = self.errors.get(kind, 0) + 1
-        if self.sink is not None:
-            self.sink.failed(error)
+        for sink in self.sinks:
+            _tell(sink.failed, error)
 
     def may_warn(self, what: str, now: float) -> int | None:
         """None if a warning about ``what`` was logged in the last :data:`WARN_EVERY` seconds
@@ -189,10 +196,10 @@ class UpstreamStats:
             self.warned[what] = (now, 0)
             return held
 
-    def snapshot(self, in_use: int = 0, idle: int = 0) -> Snapshot:
+    def snapshot(self, in_use: int = 0, idle: int = 0) -> UpstreamSnapshot:
         """The counts now, with the pools' ``in_use`` and ``idle`` connections."""
         with self.lock:
-            return Snapshot(
+            return UpstreamSnapshot(
                 upstream=self.upstream,
                 calls=self.calls,
                 opened=self.opened,
@@ -215,20 +222,22 @@ class UpstreamStats:
 
 
 class Registry:
-    """A worker's :class:`UpstreamStats`, one per upstream, at most ``limit`` (then :data:`OTHER`).
+    """A worker's :class:`Counters`, one per upstream, at most ``limit`` (then :data:`OTHER`).
 
     Mutable state: ``_by_upstream``, added to only under ``_lock``; read without it.
     """
 
     def __init__(
-        self, limit: int = MAX_UPSTREAMS, sink_for: Callable[[str], Sink] | None = None
+        self,
+        limit: int = MAX_UPSTREAMS,
+        sink_for: Sequence[Callable[[str], Sink | None]] = (),
     ) -> None:
         self._limit = limit
-        self._sink_for = sink_for
+        self._sink_for = tuple(sink_for)
         self._lock = threading.Lock()
-        self._by_upstream: dict[str, UpstreamStats] = {}
+        self._by_upstream: dict[str, Counters] = {}
 
-    def for_upstream(self, upstream: str) -> UpstreamStats:
+    def for_upstream(self, upstream: str) -> Counters:
         """The stats of ``upstream`` (``scheme://host:port``), or of :data:`OTHER` past the limit."""
         found = self._by_upstream.get(upstream)
         if found is not None:
@@ -240,10 +249,41 @@ class Registry:
                     upstream = OTHER
                 found = self._by_upstream.get(upstream)
                 if found is None:
-                    sink = None if self._sink_for is None else self._sink_for(upstream)
-                    found = self._by_upstream[upstream] = UpstreamStats(upstream, sink)
+                    sinks = [sink for make in self._sink_for if (sink := _made(make, upstream))]
+                    found = self._by_upstream[upstream] = Counters(upstream, sinks)
         return found
 
-    def all(self) -> list[UpstreamStats]:
+    def all(self) -> list[Counters]:
         """Every upstream's stats, in the order they were first used."""
         return list(self._by_upstream.values())
+
+
+_last_sink_error = -SINK_ERROR_EVERY
+
+
+def _tell(event: Callable[..., None], *args: Any) -> None:
+    """Hand an event to a sink; a sink that fails is logged (once a minute), never raised."""
+    try:
+        event(*args)
+    except Exception:
+        _sink_failed()
+
+
+def _made(make: Callable[[str], Sink | None], upstream: str) -> Sink | None:
+    try:
+        return make(upstream)
+    except Exception:
+        _sink_failed()
+        return None
+
+
+def _sink_failed() -> None:
+    global _last_sink_error
+    now = time.monotonic()
+    if now - _last_sink_error >= SINK_ERROR_EVERY:
+        _last_sink_error = now
+        logger.exception(
+            "wsgi_pool: a metrics sink failed; the call goes on (further failures within "
+            "%g s are not logged)",
+            SINK_ERROR_EVERY,
+        )

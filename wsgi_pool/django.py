@@ -2,7 +2,7 @@
 ``settings.py``, and system checks for bad ones.
 
     # settings.py
-    INSTALLED_APPS = [..., "wsgi_pool.django.WsgiPoolConfig"]  # the system checks
+    INSTALLED_APPS = [..., "wsgi_pool.django.WsgiPoolAppConfig"]  # the system checks
     MIDDLEWARE = ["wsgi_pool.django.ClientMiddleware", ...]
     WSGI_POOL = {"read_timeout": 5.0}  # optional: PoolConfig fields, over WSGI_POOL_* variables
 
@@ -19,6 +19,7 @@ uses :func:`wsgi_pool.client`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,13 +28,13 @@ from django.conf import settings
 from django.core import checks
 from django.http import HttpRequest, HttpResponseBase
 
-from . import _process
+from . import _integrations, _process
 from ._config import SETTINGS_KEY, from_settings
 from ._errors import ConfigError
 from ._middleware import bind_client
-from ._pools import WorkerPools
+from ._worker import WorkerPools
 
-__all__ = ["ClientMiddleware", "WsgiPoolConfig"]
+__all__ = ["ClientMiddleware", "WsgiPoolAppConfig"]
 
 MIDDLEWARE_PATH = "wsgi_pool.django.ClientMiddleware"
 
@@ -45,6 +46,7 @@ class ClientMiddleware:
         self.get_response = get_response
         self.config = from_settings(SETTINGS_KEY, getattr(settings, SETTINGS_KEY, None))
         self._pools: WorkerPools | None = None
+        _integrations.check(_process.default_config() if self.config is None else self.config)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         self._pools = pools = _process.current(self._pools, self.config)
@@ -59,8 +61,8 @@ class ClientMiddleware:
         return response
 
 
-class WsgiPoolConfig(AppConfig):  # type: ignore[misc]  # Django is untyped
-    """Add ``"wsgi_pool.django.WsgiPoolConfig"`` to ``INSTALLED_APPS`` for the system checks."""
+class WsgiPoolAppConfig(AppConfig):  # type: ignore[misc]  # Django is untyped
+    """Add ``"wsgi_pool.django.WsgiPoolAppConfig"`` to ``INSTALLED_APPS`` for the system checks."""
 
     name = "wsgi_pool"
     label = "wsgi_pool"
@@ -92,3 +94,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return found
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WsgiPoolConfig":  # its name until 0.2: too close to wsgi_pool.PoolConfig
+        warnings.warn(
+            "wsgi_pool.django.WsgiPoolConfig is now WsgiPoolAppConfig; the old name goes in 1.0",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return WsgiPoolAppConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

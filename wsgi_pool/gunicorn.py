@@ -5,8 +5,8 @@
         child_exit, on_starting, post_fork, post_worker_init, worker_abort, worker_exit,
     )
 
-- ``on_starting`` (master): validates the ``WSGI_POOL_*`` settings, so a bad value stops
-  gunicorn before any worker starts, and notes the master's process id (pools built in the
+- ``on_starting`` (master): validates the ``WSGI_POOL_*`` settings (and that the optional
+  packages they need are installed), so a bad value stops gunicorn before any worker starts, and notes the master's process id (pools built in the
   master are logged as a warning: no worker ever uses them).
 - ``post_fork`` (worker, before gevent patches and before the app loads): records the
   worker's concurrency as gunicorn reports it. Imports no requests. (Pools inherited from
@@ -34,8 +34,9 @@ import logging
 import os
 from typing import Any
 
-from . import _process
-from ._config import PoolConfig, server_concurrency
+from . import _integrations, _process
+from ._config import PoolConfig
+from ._servers import gunicorn_report
 
 logger = logging.getLogger("wsgi_pool")
 
@@ -51,13 +52,13 @@ __all__ = [
 
 def on_starting(server: Any) -> None:
     """Master, before anything: reject a bad setting at start-up."""
-    PoolConfig.from_gunicorn(server.cfg)
+    _integrations.check(PoolConfig.from_gunicorn(server.cfg))
     _process.record_master(os.getpid())
 
 
 def post_fork(server: Any, worker: Any) -> None:
     """Worker, right after fork: record what gunicorn says of its concurrency (nothing else)."""
-    _process.record_server(server_concurrency(worker.cfg))
+    _process.record_server(gunicorn_report(worker.cfg))
 
 
 def post_worker_init(worker: Any) -> None:

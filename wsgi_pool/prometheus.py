@@ -46,13 +46,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._stats import BUCKETS, Sink
+from ._worker import Extension
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from ._pools import WorkerPools
+    from ._worker import WorkerPools
 
-__all__ = ["Exporter", "refresh_gauges", "registry", "sink_for"]
+__all__ = ["registry"]
 
 logger = logging.getLogger("wsgi_pool")
 
@@ -61,7 +62,7 @@ GAUGE_EVERY: Final = 1.0
 """Seconds between two refreshes of a worker's gauges."""
 
 _COUNTERS: Final = {
-    # UpstreamStats counter -> (metric name, help)
+    # Counters counter -> (metric name, help)
     "opened": ("connections_opened", "Connections opened to the upstream (replays included)."),
     "reused": ("connections_reused", "Requests sent on a connection that was already open."),
     "waits": ("pool_waits", "Calls that found no free connection and waited for one."),
@@ -159,11 +160,6 @@ class _UpstreamSink:
         self._errors.labels(self._upstream, type(error).__name__).inc()
 
 
-def sink_for(upstream: str) -> Sink:
-    """The sink that turns one upstream's events into this process's Prometheus metrics."""
-    return _UpstreamSink(upstream)
-
-
 def refresh_gauges(pools: WorkerPools) -> None:
     """Set this process's gauges from its pools now."""
     metrics = _the_metrics()
@@ -184,38 +180,51 @@ def registry() -> Any:
     return REGISTRY
 
 
-class Exporter:
-    """One worker's side of the export: its gauges refreshed every ``every`` seconds by a
-    daemon thread (stopped by :meth:`close`), and the endpoint's WSGI app.
+class Exporter(Extension):
+    """One process's side of the export, attached to its pools: each upstream's events turned
+    into metrics, its gauges refreshed every ``every`` seconds by a daemon thread (stopped by
+    :meth:`close`), and the endpoint's WSGI app (:meth:`serve`).
 
-    Mutable state: ``_app`` (made on first scrape; a race makes two equal ones).
+    Mutable state: ``_app`` (made on first scrape; a race makes two equal ones), ``_pools``
+    and ``_thread`` (set once by :meth:`start`).
     """
 
-    def __init__(self, pools: WorkerPools, every: float = GAUGE_EVERY) -> None:
-        self._pools = pools
+    def __init__(self, every: float = GAUGE_EVERY) -> None:
+        _the_metrics()  # prometheus_client is imported now, when the pools are built
         self._every = every
         self._app: WSGIApplication | None = None
+        self._pools: WorkerPools | None = None
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sink_for(self, upstream: str) -> Sink:
+        """The sink that turns one upstream's events into this process's Prometheus metrics."""
+        return _UpstreamSink(upstream)
+
+    def start(self, pools: WorkerPools) -> None:
+        self._pools = pools
         self._thread = threading.Thread(target=self._refresh, name="wsgi_pool gauges", daemon=True)
         self._thread.start()
 
     def _refresh(self) -> None:
         while not self._stop.wait(self._every):
             try:
-                refresh_gauges(self._pools)
+                refresh_gauges(self._pools)  # type: ignore[arg-type]  # set before the thread starts
             except Exception:  # the next refresh may well work: keep the thread alive
                 logger.exception("refreshing wsgi_pool's Prometheus gauges failed")
 
     def close(self) -> None:
         """Stop refreshing the gauges."""
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    def serve(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """The exposition (text or OpenMetrics, as the scraper asks), this worker's gauges fresh."""
         if self._app is None:
             from prometheus_client import make_wsgi_app  # noqa: PLC0415
 
             self._app = make_wsgi_app(registry())
-        refresh_gauges(self._pools)
+        if self._pools is not None:  # pragma: no branch  (started with the pools)
+            refresh_gauges(self._pools)
         return self._app(environ, start_response)

@@ -1,4 +1,4 @@
-"""A request on a kept connection is written in one send, byte for byte as urllib3 writes it.
+"""Fast piece ``_fast.request``: a request on a kept connection is written in one send, as urllib3 writes it.
 
 Each case makes the same call through wsgi_pool and through plain requests (the control), each
 on a connection it opened with a plain GET just before, and compares the bytes the peer read.
@@ -19,7 +19,8 @@ import trustme
 from urllib3.util import SKIP_HEADER
 
 from tests.faults import FaultServer, Peer
-from wsgi_pool import Client, PoolConfig, _transport
+from wsgi_pool import Client, PoolConfig
+from wsgi_pool._fast import request as _transport
 
 from .conftest import tls_context, write_ca
 
@@ -153,9 +154,9 @@ def test_header_names_checked_are_bounded() -> None:
     """Header names found legal are remembered up to a bound; past it they are checked each time."""
     _transport._checked_names.clear()
     base = {"User-Agent": "u", "Accept-Encoding": "gzip"}
-    for index in range(_transport.MAX_KEYS + 5):
+    for index in range(_transport.MAX_NAMES + 5):
         headers = {**base, f"X-{index}": "v"}
         assert _transport.request_head("GET", "/", headers, "Host: h", None) is not None
-    assert len(_transport._checked_names) == _transport.MAX_KEYS
+    assert len(_transport._checked_names) == _transport.MAX_NAMES
     assert _transport.request_head("GET", "/", {**base, "Bad:Name": "v"}, "Host: h", None) is None
     assert _transport.request_head("GET", "/ x", base, "Host: h", None) is None

@@ -1,7 +1,7 @@
-"""Response heads read by wsgi_pool._head compared with http.client's own reading, byte for byte.
+"""Fast piece ``_fast.head``: response heads read without the email parser, compared with http.client's own reading, byte for byte.
 
 Each head is written to a real socket pair and read once by ``http.client.HTTPResponse`` and
-once by ``wsgi_pool._head.Response``; everything a caller or urllib3 reads of the result must
+once by ``wsgi_pool._fast.head.FastHead``; everything a caller or urllib3 reads of the result must
 match, errors included.
 """
 
@@ -18,7 +18,8 @@ import pytest
 from urllib3.exceptions import HeaderParsingError
 from urllib3.util.response import assert_header_parsing
 
-from wsgi_pool import _head
+from wsgi_pool import _connection
+from wsgi_pool._fast import head as _head
 
 
 @contextlib.contextmanager
@@ -69,7 +70,7 @@ def _outcome(cls: type[http.client.HTTPResponse], data: bytes, method: str) -> d
 
 
 def _same(data: bytes, method: str = "GET") -> dict[str, Any]:
-    ours = _outcome(_head.Response, data, method)
+    ours = _outcome(_head.FastHead, data, method)
     theirs = _outcome(http.client.HTTPResponse, data, method)
     fast = ours.pop("fast", False)
     theirs.pop("fast", None)
@@ -156,7 +157,7 @@ def test_a_head_request_has_no_body() -> None:
 
 def test_begin_twice_reads_nothing_more() -> None:
     with _socket_with(HEADS["plain"]) as sock:
-        response = _head.Response(sock)
+        response = _head.FastHead(sock)
         response.begin()
         response.begin()
         assert response.read() == b"ok"
@@ -166,7 +167,7 @@ def test_with_debugging_on_http_client_reads_and_prints(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with _socket_with(HEADS["plain"]) as sock:
-        response = _head.Response(sock, debuglevel=1)
+        response = _head.FastHead(sock, debuglevel=1)
         response.begin()
         assert response.getheader("content-type") == "text/plain"
     assert "header: Content-Type: text/plain" in capsys.readouterr().out
@@ -195,7 +196,6 @@ def test_random_heads_are_read_as_http_client_reads_them() -> None:
 
 
 def test_connections_read_heads_with_it() -> None:
-    from wsgi_pool._pools import _Connection, _HTTPSConnection  # noqa: PLC0415
-
-    assert _Connection.response_class is _head.Response
-    assert _HTTPSConnection.response_class is _head.Response
+    assert _connection.Connection.response_class is _connection.Response
+    assert _connection.TLSConnection.response_class is _connection.Response
+    assert issubclass(_connection.Response, _head.FastHead)

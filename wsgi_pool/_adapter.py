@@ -1,0 +1,277 @@
+"""The transport adapter: one requests ``HTTPAdapter`` per process, shared by every client and session.
+
+It owns the urllib3 pool managers (built with the process's pool classes) and turns each
+``send`` into a :class:`~wsgi_pool._call.Call`, handing it the call's settings (per
+upstream), the upstream's retry budget and counters. Each try (:meth:`SharedAdapter.attempt`)
+goes one of three ways:
+
+- to a proxy: requests' own ``HTTPAdapter.send`` (its proxy managers use the same pool classes);
+- when a tool patched a seam the fast path skips (``responses`` patches ``HTTPAdapter.send``,
+  OpenTelemetry urllib3's ``urlopen``): requests' own ``HTTPAdapter.send``, patched or not;
+- otherwise the fast path: the pool found by ``_fast.pools``, the try made by the pool's
+  ``send`` (``_fast.exchange``), the response built by ``_fast.response``.
+
+It is shared, so it is read-only once built: setting an attribute or calling ``close()``
+raises :class:`SharedStateError`; the process closes it with :meth:`SharedAdapter.shutdown`.
+An optional response cache (``_cache``, given by the process) answers before a try.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Final, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import select_proxy
+from urllib3 import HTTPConnectionPool
+
+from . import _deadline
+from ._call import Call
+from ._config import PoolConfig, UpstreamSettings
+from ._deadline import Deadline, Watchdog
+from ._egress import EgressPolicy
+from ._errors import SharedStateError
+from ._fast import seams
+from ._fast.pools import PoolKeys
+from ._fast.response import build
+from ._origins import origin_of
+from ._pool import pool_classes
+from ._response import Response
+from ._retry import RetryBudget
+from ._sizing import PoolSizing
+from ._stats import Counters, Registry
+
+MAX_SETTINGS: Final = 1024
+"""Upstreams whose effective settings an adapter keeps worked out."""
+
+
+class ResponseCache(Protocol):
+    """A cache the adapter consults: before a try, and with each response that arrives."""
+
+    def lookup(self, request: requests.PreparedRequest) -> Any: ...
+
+    def arrived(self, request: requests.PreparedRequest, response: Any) -> tuple[Any, bool]: ...
+
+
+class ReadOnly:
+    """Attributes fixed once ``_frozen`` is set: every request of the process shares the object."""
+
+    _frozen = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._check_writable(name)
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._check_writable(name)
+        super().__delattr__(name)
+
+    def _check_writable(self, name: str) -> None:
+        if self._frozen:
+            raise SharedStateError(
+                f"{type(self).__name__} is shared by every request of the worker and is "
+                f"read-only (changing {name!r}): mount an adapter or set headers on your own "
+                f"client, or change the PoolConfig"
+            )
+
+
+def live_pools(manager: Any) -> list[HTTPConnectionPool]:
+    """The pools a urllib3 pool manager holds now; one evicted meanwhile is skipped."""
+    return list(filter(None, [manager.pools.get(key) for key in manager.pools.keys()]))  # noqa: SIM118  (urllib3's container refuses iteration)
+
+
+class SharedAdapter(ReadOnly, HTTPAdapter):
+    """The one requests adapter of a process's pools: its calls, their policies, its pools.
+
+    Read-only once built: setting an attribute or calling :meth:`close` raises
+    :class:`SharedStateError`. The process closes it with :meth:`shutdown`.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        sizing: PoolSizing,
+        *,
+        watchdog: Watchdog,
+        stats: Registry,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self.pool_config = config
+        self.sizing = sizing
+        self.stats = stats
+        self.http_cache = cache
+        self._pool_classes = pool_classes(
+            sizing.pool_timeout,
+            config.idle_timeout,
+            watchdog,
+            EgressPolicy.from_config(config),
+            stats,
+        )
+        # Per upstream (origin): effective settings, at most MAX_SETTINGS kept (the rest are
+        # worked out per call), and a retry budget per counted upstream (bounded by the stats'
+        # registry). A dict assignment is atomic; two threads racing on a new upstream build
+        # equal settings, and setdefault keeps one budget.
+        self._settings: dict[str, UpstreamSettings] = {}
+        self._budgets: dict[str, RetryBudget] = {}
+        self._keys = PoolKeys()
+        super().__init__(
+            pool_connections=sizing.pool_connections,
+            pool_maxsize=sizing.pool_maxsize,
+            pool_block=sizing.pool_block,
+            max_retries=0,
+        )
+        self._frozen = True
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        new = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if new and not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = self._pool_classes
+        return manager
+
+    def close(self) -> None:
+        """Refused: the shared pools close when the worker exits."""
+        raise SharedStateError(
+            "the worker's shared adapter closes when the worker exits, not from a handler; "
+            "close your own client (or the response) instead"
+        )
+
+    def shutdown(self) -> None:
+        """Close every pool's idle connections, then forget the pools.
+
+        urllib3 2 closes a pool it drops only when the pool is garbage-collected; a response
+        still referenced would keep its pool's idle connections open past worker exit.
+        """
+        for manager in self.managers():
+            for pool in live_pools(manager):
+                pool.close()
+        super().close()  # what requests' close() does: forget the pools
+
+    def managers(self) -> list[Any]:
+        """The urllib3 pool managers: the direct one, and one per proxy."""
+        return [self.poolmanager, *self.proxy_manager.values()]
+
+    def forget_closed_pools(self) -> None:
+        """Remove closed pools from the pool managers, so the next call to their upstream gets a new one."""
+        for manager in self.managers():
+            for key in manager.pools.keys():  # noqa: SIM118  (urllib3's container refuses iteration)
+                found = manager.pools.get(key)
+                if found is not None and found.pool is None:
+                    with contextlib.suppress(KeyError):  # another thread removed it first
+                        del manager.pools[key]
+
+    def settings_for(self, origin: str) -> UpstreamSettings:
+        """The settings that apply to calls to ``origin`` (``scheme://host:port``)."""
+        found = self._settings.get(origin)
+        if found is None:
+            found = self.pool_config.for_upstream(origin)
+            if len(self._settings) < MAX_SETTINGS:
+                self._settings[origin] = found
+        return found
+
+    def deadline_for(self, origin: str) -> float:
+        """The deadline, in seconds, of a call to ``origin``: its upstream's, else the config's."""
+        return self.settings_for(origin).deadline or self.sizing.deadline
+
+    def budget_for(self, stats: Counters) -> RetryBudget:
+        """The retry budget of the upstream ``stats`` counts."""
+        found = self._budgets.get(stats.upstream)
+        if found is None:
+            config = self.pool_config
+            found = self._budgets.setdefault(
+                stats.upstream,
+                RetryBudget(config.retry_budget, config.retry_budget_min_per_second),
+            )
+        return found
+
+    def send(  # noqa: PLR0917  (requests' HTTPAdapter.send signature)
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        """A call: tries under the deadline, retries and replay, errors named, the size capped."""
+        if self.http_cache is not None:
+            stored = self.http_cache.lookup(request)
+            if stored is not None:
+                return self._built(request, stored, from_cache=True)
+        origin = origin_of(request.url or "")
+        deadline = _deadline.current()
+        token = None
+        if deadline is None:  # used without a client's request(): the call is this send
+            deadline = Deadline(self.deadline_for(origin))
+            token = _deadline.bind(deadline)
+        try:
+            stats = self.stats.for_upstream(origin)
+            call = Call(
+                self,
+                request,
+                origin=origin,
+                deadline=deadline,
+                timeout=timeout,
+                settings=self.settings_for(origin),
+                config=self.pool_config,
+                sizing=self.sizing,
+                budget=self.budget_for(stats),
+                stats=stats,
+            )
+            return call.run(
+                stream=stream, verify=call.verification(verify), cert=cert, proxies=proxies
+            )
+        finally:
+            if token is not None:
+                _deadline.unbind(token)
+
+    def attempt(
+        self,
+        request: requests.PreparedRequest,
+        *,
+        stream: bool,
+        timeout: Any,
+        verify: Any,
+        cert: Any,
+        proxies: Any,
+    ) -> requests.Response:
+        """One try, no retries: the fast path, or requests' own send (a proxy, a patched seam)."""
+        if (
+            (proxies and select_proxy(request.url or "", proxies) is not None)
+            or not seams.ADAPTER.intact()
+            or not seams.URLOPEN.intact()
+        ):
+            return HTTPAdapter.send(
+                self,
+                request,
+                stream=stream,
+                timeout=timeout,
+                verify=verify,
+                cert=cert,
+                proxies=proxies,
+            )
+        pool: Any = self._keys.pool_for(self.poolmanager, request, verify, cert)
+        return self.build_response(request, pool.send(request, timeout, self.max_retries))
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """requests' response for urllib3's ``resp``, through the HTTP cache if there is one."""
+        from_cache = False
+        if self.http_cache is not None:
+            resp, from_cache = self.http_cache.arrived(req, resp)
+        return self._built(req, resp, from_cache=from_cache)
+
+    def _built(self, req: requests.PreparedRequest, resp: Any, *, from_cache: bool) -> Response:
+        if seams.RESPONSE.intact():
+            return build(Response, req, resp, self, from_cache=from_cache)
+        response = HTTPAdapter.build_response(self, req, resp)  # a tool's, or requests'
+        if type(response) is requests.Response:
+            response.__class__ = Response  # the body capped and its errors named all the same
+            response.from_cache = from_cache  # type: ignore[attr-defined]
+        return response  # type: ignore[return-value]

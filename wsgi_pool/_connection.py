@@ -1,0 +1,181 @@
+"""The pools' connections and the response they read: connect under the policies, one answer per request.
+
+urllib3's connections with three things added:
+
+- **connecting** (:meth:`Pooled._new_conn`): the host is resolved once and each address is
+  judged by the egress policy before anything connects to it; the allowed addresses are
+  tried in turn, each within a share of the time the call has left (as Go's dialer shares a
+  deadline among a name's addresses), so a name with several dead addresses fails over
+  within the deadline rather than costing a connect timeout each;
+- **one answer per request** (:class:`Response`): informational answers (``1xx`` but ``101``,
+  such as ``103 Early Hints``) are read past, never returned in place of the final one; and
+  a head whose framing is in doubt (``101``, a ``Transfer-Encoding`` with a
+  ``Content-Length``, or one that does not end in ``chunked``) closes the connection after
+  the response instead of keeping it;
+- the fast path's request writer and head reader (``_fast.request``, ``_fast.head``), each
+  taken only while the seams it skips are intact.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
+
+from . import _deadline
+from ._egress import EgressPolicy
+from ._fast import seams
+from ._fast.head import FastHead
+from ._fast.request import OneSend
+
+if TYPE_CHECKING:
+    _Base = HTTPConnection  # what the mixin below is mixed into
+else:
+    _Base = object
+
+SHARE_FLOOR: Final = 0.25
+"""Seconds each address of a name gets at least (unless the deadline leaves less): long enough
+for a handshake across a continent, short enough that a one-second deadline tries four."""
+
+_read_headers: Callable[[Any], object] = getattr(
+    http.client, "_read_headers", http.client.parse_headers
+)
+
+
+class Response(FastHead):
+    """http.client's response for the pools' connections: the final answer, and its framing checked."""
+
+    def begin(self) -> None:
+        this: Any = self  # http.client's own attributes, untyped
+        if this.headers is not None:
+            return  # begun already
+        if seams.HEAD.intact():
+            FastHead.begin(self)
+        else:
+            http.client.HTTPResponse.begin(self)
+        if self.status == http.client.SWITCHING_PROTOCOLS or self._framing_in_doubt():
+            self.will_close = True
+
+    def _read_status(self) -> tuple[str, int, str]:
+        """The status line of the final answer: informational ones (1xx but 101) are read past."""
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]  # untyped
+            if not 100 <= status < 200 or status == http.client.SWITCHING_PROTOCOLS:
+                return version, status, reason
+            _read_headers(self.fp)  # the interim answer's head, dropped
+
+    def _framing_in_doubt(self) -> bool:
+        encoding = self.msg.get("transfer-encoding")
+        if encoding is None:
+            return False
+        if self.msg.get("content-length") is not None:
+            return True  # both: a request smuggler's favourite; never reuse the connection
+        final = encoding.rpartition(",")[2].strip().lower()
+        if final != "chunked":
+            this: Any = self
+            this.length = None  # RFC 9112, 6.3: read until the connection closes
+            return True
+        return False
+
+
+class Refused(Exception):
+    """The egress policy refused every address of a host. Not an OSError, so urllib3 lets it through."""
+
+    def __init__(self, host: str, refused: list[tuple[str, str]]) -> None:
+        super().__init__(host)
+        self.host = host
+        self.refused = refused
+
+
+class Pooled(_Base):
+    """What the pools keep on a connection, and its connect under the egress policy and deadline."""
+
+    wp_idle_since: float = 0.0
+    wp_sent: bool = False  # a request went out on it since it was taken from the pool
+    egress: EgressPolicy | None = None  # set per process by _pool.pool_classes
+    response_class = Response
+
+    def _new_conn(self) -> socket.socket:
+        conn: Any = self  # urllib3's own attributes
+        host = conn._dns_host
+        addresses = self._addresses(host)
+        timeout = self.timeout
+        try:
+            for index, address in enumerate(addresses):
+                conn._dns_host = address
+                left = len(addresses) - index
+                if left > 1:
+                    self.timeout = _share(timeout, left)
+                try:
+                    sock: socket.socket = super()._new_conn()
+                except (ConnectTimeoutError, NewConnectionError):
+                    if left == 1 or _spent():
+                        raise
+                    continue
+                sock.settimeout(timeout)
+                return sock
+        finally:
+            conn._dns_host = host
+            self.timeout = timeout
+        raise AssertionError(
+            "unreachable"
+        )  # pragma: no cover  (the last address returns or raises)
+
+    def _addresses(self, host: str) -> list[str]:
+        """The addresses to try for ``host``, in the resolver's order, those the policy refuses left out."""
+        try:
+            found = socket.getaddrinfo(
+                host.strip("[]"), self.port, allowed_gai_family(), socket.SOCK_STREAM
+            )
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        allowed: list[str] = []
+        refused: list[tuple[str, str]] = []
+        for *_, sockaddr in found:
+            address = str(sockaddr[0])
+            why = None if self.egress is None else self.egress.refuses(address)
+            if why is not None:
+                refused.append((address, why))
+            elif address not in allowed:
+                allowed.append(address)
+        if not allowed:
+            raise Refused(self.host, refused)
+        return allowed
+
+
+def _share(timeout: Any, left: int) -> float | None:
+    """One address's connect timeout: at most ``timeout``, and a fair share of the deadline's rest."""
+    deadline = _deadline.current()
+    if deadline is None:
+        return timeout  # type: ignore[no-any-return]
+    remaining = max(deadline.remaining(), 0.0)
+    share = max(remaining / left, min(SHARE_FLOOR, remaining))
+    return share if timeout is None else min(timeout, share)
+
+
+def _spent() -> bool:
+    deadline = _deadline.current()
+    return deadline is not None and deadline.at <= time.monotonic()
+
+
+class Connection(Pooled, OneSend, HTTPConnection):
+    pass
+
+
+class TLSConnection(Pooled, OneSend, HTTPSConnection):
+    pass
+
+
+def connection_classes(
+    egress: EgressPolicy | None,
+) -> tuple[type[Connection], type[TLSConnection]]:
+    """The connection classes of one process's pools, bound to its egress policy."""
+    plain = type("HTTPConnection", (Connection,), {"egress": egress})
+    tls = type("HTTPSConnection", (TLSConnection,), {"egress": egress})
+    return plain, tls

@@ -1,0 +1,168 @@
+"""The seam guard: whether a public extension point of requests, urllib3 or http.client is patched.
+
+Mocks, recorders, tracers and SDKs patch or replace functions of requests, urllib3 and
+http.client (``responses`` patches ``HTTPAdapter.send``, OpenTelemetry ``Session.send``,
+vcrpy urllib3's connection classes, Sentry ``HTTPConnection.putrequest``). A piece of the
+fast path that skips such a function would make that tool silently stop seeing calls. So
+before each call takes a fast piece, the piece's group here is asked whether every function
+it skips is still the library's own; if not, the call takes the standard path through the
+patched function.
+
+A function is the library's own when it is a plain function whose code was compiled from
+the module that defines it: a wrapper (``functools.wraps``, wrapt, ``mock.patch``), a mock
+or a function from elsewhere is not, whichever was imported first. Each answer is remembered
+against the object it was given for, so a check costs a dictionary look-up and a comparison.
+"""
+
+from __future__ import annotations
+
+import http.client
+import types
+from typing import Any, Final
+
+import requests
+import requests.adapters
+import requests.models
+import requests.sessions
+import urllib3.connection
+import urllib3.connectionpool
+
+
+class Seam:
+    """One attribute of one class: intact while it holds the library's own object."""
+
+    __slots__ = ("_home", "_name", "_namespace", "_state", "expected")
+
+    def __init__(self, owner: type, name: str, *, home: str = "", expected: Any = None) -> None:
+        self._namespace = vars(owner)  # the class's own attributes, live
+        self._name = name
+        self._home = home
+        """The file the library's own function was compiled from."""
+        self.expected = expected
+        """For a class attribute that is no function (urllib3's ConnectionCls): the one expected."""
+        self._state: tuple[object, bool] = (_UNSEEN, False)
+
+    def intact(self) -> bool:
+        value = self._namespace.get(self._name, _MISSING)
+        state = self._state  # read once: another thread may replace it meanwhile
+        if value is state[0]:
+            return state[1]
+        verdict = self._judge(value)
+        self._state = (value, verdict)
+        return verdict
+
+    def _judge(self, value: Any) -> bool:
+        if self.expected is not None:
+            return value is self.expected
+        if isinstance(value, property):
+            value = value.fget
+        return (
+            type(value) is types.FunctionType
+            and value.__code__.co_filename == self._home
+            and value.__code__.co_name == self._name
+        )
+
+
+_UNSEEN: Final = object()
+_MISSING: Final = object()
+
+
+class Group:
+    """The seams one fast piece skips: it may be taken only while every one is intact."""
+
+    __slots__ = ("seams",)
+
+    def __init__(self, *seams: Seam) -> None:
+        self.seams = seams
+
+    def intact(self) -> bool:
+        return all(seam.intact() for seam in self.seams)
+
+
+def _home(function: Any) -> str:
+    """The file a module's functions were compiled from, read off one nothing patches."""
+    return str(function.__code__.co_filename)
+
+
+_SESSIONS: Final = _home(requests.sessions.merge_setting)
+_MODELS: Final = _home(requests.models.RequestEncodingMixin._encode_params)
+_ADAPTERS: Final = _home(requests.adapters._urllib3_request_context)
+_POOLS: Final = _home(urllib3.connectionpool.connection_from_url)
+_CONNECTIONS: Final = _home(urllib3.connection._url_from_connection)
+_HTTP_CLIENT: Final = _home(http.client.parse_headers)
+
+
+def _of(owner: type, home: str, *names: str) -> tuple[Seam, ...]:
+    return tuple(Seam(owner, name, home=home) for name in names)
+
+
+SESSION: Final = Group(*_of(requests.Session, _SESSIONS, "send"))
+"""``Client.send`` without requests' ``Session.send`` (OpenTelemetry and ddtrace wrap it;
+requests-mock replaces it)."""
+
+REQUEST: Final = Group(*_of(requests.Session, _SESSIONS, "request"))
+"""``Client.request`` with its own signature (a ``deadline``) over requests' ``Session.request``."""
+
+PREPARE: Final = Group(
+    *_of(requests.Session, _SESSIONS, "prepare_request"),
+    *_of(requests.models.Request, _MODELS, "prepare"),
+    *_of(requests.models.PreparedRequest, _MODELS, "prepare", "prepare_cookies"),
+)
+"""A request prepared without a ``requests.Request`` and without the cookie steps it needs not."""
+
+ADAPTER: Final = Group(
+    *_of(
+        requests.adapters.HTTPAdapter,
+        _ADAPTERS,
+        "send",
+        "get_connection_with_tls_context",
+        "build_connection_pool_key_attributes",
+        "cert_verify",
+        "request_url",
+        "add_headers",
+        "proxy_headers",
+    )
+)
+"""The shared adapter's send without requests' ``HTTPAdapter.send`` (responses patches it)."""
+
+URLOPEN: Final = Group(*_of(urllib3.connectionpool.HTTPConnectionPool, _POOLS, "urlopen"))
+"""A try without urllib3's ``urlopen`` (OpenTelemetry's and ddtrace's urllib3 integrations)."""
+
+CONNECTION_CLASSES: Final = Group(
+    Seam(
+        urllib3.connectionpool.HTTPConnectionPool,
+        "ConnectionCls",
+        expected=urllib3.connection.HTTPConnection,
+    ),
+    Seam(
+        urllib3.connectionpool.HTTPSConnectionPool,
+        "ConnectionCls",
+        expected=urllib3.connection.HTTPSConnection,
+    ),
+)
+"""The pools' own connection classes rather than urllib3's (vcrpy replaces urllib3's)."""
+
+REQUEST_WRITE: Final = Group(
+    *_of(
+        http.client.HTTPConnection,
+        _HTTP_CLIENT,
+        "putrequest",
+        "putheader",
+        "endheaders",
+        "send",
+        "_send_output",
+        "request",
+        "_send_request",
+    ),
+    *_of(urllib3.connection.HTTPConnection, _CONNECTIONS, "request", "putrequest", "putheader"),
+)
+"""A request head written in one send without http.client's writers (Sentry patches ``putrequest``)."""
+
+HEAD: Final = Group(*_of(http.client.HTTPResponse, _HTTP_CLIENT, "begin", "_read_status"))
+"""A response head read without the email parser, for http.client's ``begin``."""
+
+RESPONSE: Final = Group(*_of(requests.adapters.HTTPAdapter, _ADAPTERS, "build_response"))
+"""requests' response built directly, not by ``HTTPAdapter.build_response``."""
+
+BODY: Final = Group(*_of(requests.models.Response, _MODELS, "content", "iter_content"))
+"""A whole body read in one go, not through ``Response.iter_content``."""

@@ -1,0 +1,60 @@
+"""Fast piece: requests' ``Session.send``, less the cookie parser on responses that set no cookie.
+
+requests runs ``extract_cookies_to_jar`` (a ``MockRequest``, a ``MockResponse`` and the
+``http.cookiejar`` policy) on every response, and asks for the environment's proxies on a
+direct ``send``. :func:`send` is the same sequence (adapter, elapsed time, response hooks,
+kept cookies, redirects, the body) with the cookie step only for a response that sets a
+cookie; the client passes its proxies in. Taken while ``seams.SESSION`` is intact (an
+instrumentation that wraps ``Session.send`` gets requests' own).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any, cast
+
+import requests
+from requests.cookies import extract_cookies_to_jar
+from requests.hooks import dispatch_hook
+
+from .response import sets_cookie
+
+
+def send(
+    session: requests.Session, request: requests.PreparedRequest, **kwargs: Any
+) -> requests.Response:
+    """``session.send(request, **kwargs)`` as requests' ``Session.send`` does it (``proxies`` given)."""
+    if isinstance(cast(Any, request), requests.Request):
+        raise ValueError("You can only send PreparedRequests.")
+    kwargs.setdefault("stream", session.stream)
+    kwargs.setdefault("verify", session.verify)
+    kwargs.setdefault("cert", session.cert)
+    allow_redirects = kwargs.pop("allow_redirects", True)
+    adapter = session.get_adapter(request.url or "")
+    start = time.perf_counter()
+    response: requests.Response = adapter.send(request, **kwargs)
+    response.elapsed = timedelta(seconds=time.perf_counter() - start)
+    response = dispatch_hook("response", request.hooks, response, **kwargs)
+    for earlier in response.history:  # set by a hook
+        keep_cookies(session, earlier.request, earlier.raw)
+    keep_cookies(session, request, response.raw)
+    if response.is_redirect:
+        if allow_redirects:
+            history = [response, *session.resolve_redirects(response, request, **kwargs)]
+            response = history.pop()
+            response.history = history
+        else:
+            response._next = next(  # type: ignore[assignment]  # requests stores the request
+                session.resolve_redirects(response, request, yield_requests=True, **kwargs),
+                None,
+            )
+    if not kwargs["stream"]:
+        response.content  # noqa: B018  (reads the body)
+    return response
+
+
+def keep_cookies(session: requests.Session, request: Any, raw: Any) -> None:
+    """Keep in ``session``'s jar the cookies ``raw`` sets, if it sets any."""
+    if sets_cookie(getattr(raw, "headers", None)):
+        extract_cookies_to_jar(session.cookies, request, raw)

@@ -1,0 +1,68 @@
+"""The optional integrations a config turns on: checked at start-up, attached to each process's pools.
+
+- Prometheus (``prometheus`` or ``metrics_path``; the ``prometheus`` extra): ``wsgi_pool.prometheus``;
+- the HTTP cache (``http_cache_bytes``; the ``cache`` extra): ``wsgi_pool._cache``.
+
+:func:`check` is called where the server starts (the gunicorn hooks' ``on_starting``, the
+middleware and the framework adapters when they are made, ``wsgi-pool explain``): a package
+that is missing stops the server there with one line naming the setting and the fix, never a
+call. :func:`install` registers the factories with the process registry, which attaches what
+they make to every process's pools; the core imports none of these modules.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING
+
+from . import _process
+from ._config import PoolConfig
+from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._worker import Extension
+
+
+def _needs(config: PoolConfig) -> list[tuple[str, str, str]]:
+    """(setting, module, extra) for each optional package the config needs."""
+    needed = []
+    if config.prometheus or config.metrics_path:
+        setting = (
+            f"metrics_path={config.metrics_path!r}" if config.metrics_path else "prometheus=True"
+        )
+        needed.append((setting, "prometheus_client", "prometheus"))
+    if config.http_cache_bytes is not None:
+        needed.append((f"http_cache_bytes={config.http_cache_bytes}", "cachecontrol", "cache"))
+    return needed
+
+
+def check(config: PoolConfig) -> None:
+    """Raise :class:`ConfigError` if the config turns on an integration whose package is missing."""
+    for setting, module, extra in _needs(config):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"{setting} needs the {module} package, which is not installed: "
+                f"pip install 'wsgi_pool[{extra}]' (or turn the setting off)"
+            )
+
+
+def _prometheus(config: PoolConfig) -> Extension | None:
+    if not (config.prometheus or config.metrics_path):
+        return None
+    from .prometheus import Exporter  # noqa: PLC0415  (prometheus_client is optional)
+
+    return Exporter()
+
+
+def _cache(config: PoolConfig) -> Extension | None:
+    if config.http_cache_bytes is None:
+        return None
+    from ._cache import CacheExtension  # noqa: PLC0415  (CacheControl is optional)
+
+    return CacheExtension(config.http_cache_bytes, config.http_cache_entry_bytes)
+
+
+def install() -> None:
+    """Attach the integrations to every process's pools, as each config asks."""
+    _process.register(_cache)
+    _process.register(_prometheus)
