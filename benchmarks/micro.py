@@ -28,9 +28,9 @@ import urllib3
 
 import wsgi_pool
 from wsgi_pool import Client, PoolConfig, PoolMiddleware
-from wsgi_pool._worker import WorkerPools
 from wsgi_pool._propagation import from_environ
 from wsgi_pool._stats import Counters
+from wsgi_pool._worker import WorkerPools
 from wsgi_pool.prometheus import Exporter
 
 ROUNDS = 5

@@ -1,39 +1,18 @@
-"""Fixtures: real loopback upstreams, and a clean process registry for every test."""
+"""Fixtures: real loopback upstreams (plain and TLS), a clean process registry for every test,
+Django's settings, and the fault harness. Shared helpers are in ``support.py``."""
 
 from __future__ import annotations
 
-import ssl
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 
+from tests.harness import Harness
+from tests.support import tls_upstream, write_ca
 from wsgi_pool import _process
 from wsgi_pool.testing import Upstream
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def tls_context(ca: trustme.CA, *names: str, **validity: Any) -> ssl.SSLContext:
-    """A server TLS context with a certificate ``ca`` issued for ``names`` (``not_after=...``)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*names, **validity).configure_cert(context)
-    return context
-
-
-def tls_upstream(ca: trustme.CA, *names: str, **validity: Any) -> Upstream:
-    """An HTTPS :class:`Upstream`, not started, with a certificate ``ca`` issued for ``names``."""
-    return Upstream(tls=tls_context(ca, *names, **validity))
-
-
-def write_ca(ca: trustme.CA, directory: Path, name: str = "ca.pem") -> str:
-    """Write ``ca``'s certificate into ``directory``; the file's path."""
-    path = directory / name
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 @pytest.fixture(autouse=True)
@@ -61,25 +40,37 @@ def second_upstream() -> Iterator[Upstream]:
         yield server
 
 
-def run_together(*calls: Callable[[], Any], timeout: float = 30.0) -> list[Any]:
-    """Start one thread per call at the same moment, join them all, re-raise the first error."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A certificate authority for the TLS upstreams of one test module."""
+    return trustme.CA()
 
-    def run(index: int, call: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout)
-            results[index] = call()
-        except BaseException as exc:  # handed to the test thread below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
-    if errors:
-        raise errors[0]
-    return results
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    """The file of ``ca``'s certificate: what a client verifies the TLS upstreams with."""
+    return write_ca(ca, tmp_path)
+
+
+@pytest.fixture
+def https_upstream(ca: trustme.CA) -> Iterator[Upstream]:
+    """An HTTPS upstream on 127.0.0.1 whose certificate ``ca`` issued (for 127.0.0.1 and localhost)."""
+    with tls_upstream(ca, "127.0.0.1", "localhost") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def django_settings() -> None:
+    """Django's settings, configured once (what a test of the Django adapter needs)."""
+    from django.conf import settings  # noqa: PLC0415  (Django is loaded only where it is used)
+
+    if not settings.configured:
+        settings.configure(ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=[], SECRET_KEY="tests-only")  # noqa: S106
+
+
+@pytest.fixture
+def harness(upstream: Upstream) -> Iterator[Harness]:
+    """Fault servers and clients for one scenario; all closed after it (see ``harness.py``)."""
+    made = Harness(upstream)
+    yield made
+    made.close()

@@ -245,16 +245,6 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``check`` until it holds or ``timeout`` passes; returns its last value."""
-    end = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > end:
-            return check()
-        time.sleep(0.01)
-    return True
-
-
 def describe_descriptors() -> list[str]:
     """What this process's descriptors point at (to name a leak)."""
     found = []

@@ -1,17 +1,22 @@
-"""PoolConfig and the sizing rule: pure values, no network."""
+"""The config: validated on creation, read from the environment and from gunicorn, frozen."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import pytest
 from gunicorn.config import Config
 
-from wsgi_pool import ConfigError, PoolConfig, UpstreamSettings, WsgiPoolError, size_pools
-from wsgi_pool._config import DEFAULT_HOST_POOLS, DEFAULT_POOL_TIMEOUT
+from wsgi_pool import (
+    ConfigError,
+    PoolConfig,
+    UpstreamSettings,
+    WsgiPoolError,
+    size_pools,
+)
 from wsgi_pool._servers import gunicorn_report, normalize_worker_class
-from wsgi_pool._sizing import GEVENT_POOL_CAP
 
 
 def gunicorn_cfg(**settings: object) -> Config:
@@ -19,128 +24,6 @@ def gunicorn_cfg(**settings: object) -> Config:
     for name, value in settings.items():
         cfg.set(name, value)
     return cfg
-
-
-@pytest.mark.parametrize(
-    ("config", "maxsize", "reason"),
-    [
-        pytest.param(
-            PoolConfig(worker_class="sync"), 1, "sync worker: one request at a time", id="sync"
-        ),
-        pytest.param(
-            PoolConfig(worker_class="sync", threads=1),
-            1,
-            "sync worker: one request",
-            id="sync-1-thread",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="sync", threads=6),
-            6,
-            "sync worker with 6 threads runs as gthread",
-            id="sync-threads-is-gthread",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="gthread", threads=16),
-            16,
-            "gthread worker with 16 threads",
-            id="gthread-16",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="gthread"),
-            1,
-            "gthread worker with 1 thread",
-            id="gthread-threads-unknown",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="gevent"),
-            GEVENT_POOL_CAP,
-            "worker_connections=1000 capped at 100",
-            id="gevent-default-capped",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="gevent", worker_connections=5000),
-            GEVENT_POOL_CAP,
-            "worker_connections=5000 capped",
-            id="gevent-capped",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="gevent", worker_connections=40),
-            40,
-            "gevent worker: worker_connections=40",
-            id="gevent-under-cap",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="gevent_pywsgi", worker_connections=40),
-            40,
-            "gevent worker",
-            id="gevent-pywsgi",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="tornado", threads=8),
-            1,
-            "tornado worker: one WSGI call at a time",
-            id="tornado",
-        ),
-        pytest.param(
-            PoolConfig(), 10, "server concurrency unknown (no gunicorn hooks", id="unknown-server"
-        ),
-        pytest.param(
-            PoolConfig(threads=4),
-            4,
-            "server concurrency unknown; threads=4",
-            id="unknown-server-threads",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="gthread", threads=16, pool_maxsize=4),
-            4,
-            "set explicitly",
-            id="explicit-wins",
-        ),
-        pytest.param(
-            PoolConfig(worker_class="gevent", pool_maxsize=500),
-            500,
-            "set explicitly",
-            id="explicit-wins-gevent",
-        ),
-    ],
-)
-def test_sizing_table(config: PoolConfig, maxsize: int, reason: str) -> None:
-    """The per-upstream pool size follows the worker class and threads unless set explicitly."""
-    sizing = size_pools(config)
-    assert sizing.pool_maxsize == maxsize
-    assert reason in sizing.reasons["pool_maxsize"]
-    assert sizing.pool_block is True
-    assert sizing.pool_timeout == DEFAULT_POOL_TIMEOUT
-    assert sizing.pool_connections == DEFAULT_HOST_POOLS
-
-
-def test_explicit_pool_settings_win_and_say_so() -> None:
-    """Every explicit pool setting is used as given, with 'set explicitly' as its reason."""
-    config = PoolConfig(
-        worker_class="gthread",
-        threads=8,
-        pool_maxsize=3,
-        pool_connections=4,
-        pool_block=False,
-        pool_timeout=0.5,
-        deadline=3.0,
-    )
-    sizing = size_pools(config)
-    assert (
-        sizing.pool_maxsize,
-        sizing.pool_connections,
-        sizing.pool_block,
-        sizing.pool_timeout,
-    ) == (3, 4, False, 0.5)
-    assert set(sizing.reasons.values()) == {"set explicitly"}
-    assert sizing.describe().startswith("pool_maxsize=3 (set explicitly); pool_connections=4")
-
-
-def test_describe_names_the_server() -> None:
-    """The sizing line says why: the worker class and its threads."""
-    line = size_pools(PoolConfig(worker_class="gthread", threads=16)).describe()
-    assert "pool_maxsize=16 (gthread worker with 16 threads)" in line
-    assert "pool_timeout=5.0" in line
 
 
 @pytest.mark.parametrize(
@@ -495,3 +378,73 @@ def test_server_defaults_fill_only_unset_fields() -> None:
     )
     assert mine.completed_by(server) is mine
     assert mine.completed_by(None) is mine
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param({"retries": -1}, "retries: expected a whole number >= 0", id="retries"),
+        pytest.param(
+            {"retry_statuses": "503"}, "retry_statuses: expected status codes", id="statuses text"
+        ),
+        pytest.param(
+            {"retry_statuses": {99}}, "retry_statuses: 99 is not an HTTP status", id="status"
+        ),
+        pytest.param(
+            {"deadline_headers": "X-A"},
+            "deadline_headers: expected header names",
+            id="headers text",
+        ),
+        pytest.param(
+            {"deadline_headers": ("X A",)}, "deadline_headers: 'X A' is not a header", id="header"
+        ),
+        pytest.param(
+            {"retry_budget": 1.5}, "retry_budget: expected a fraction from 0 to 1", id="budget"
+        ),
+        pytest.param(
+            {"backoff_factor": -1},
+            "backoff_factor: expected a finite number of seconds >= 0",
+            id="backoff",
+        ),
+        pytest.param(
+            {"deadline": 0}, "deadline: expected a finite number of seconds > 0", id="deadline"
+        ),
+        pytest.param(
+            {"max_response_bytes": 0},
+            "max_response_bytes: expected a whole number >= 1",
+            id="limit",
+        ),
+        pytest.param(
+            {"upstreams": []}, "upstreams: expected a mapping of origin", id="upstreams list"
+        ),
+        pytest.param({"upstreams": {1: {}}}, "upstreams: 1 is not an origin", id="origin type"),
+        pytest.param(
+            {"upstreams": {"ftp://x": {}}}, "upstreams: 'ftp://x' is not an origin", id="scheme"
+        ),
+        pytest.param({"upstreams": {"https://x:99999": {}}}, "is not an origin", id="port"),
+        pytest.param({"upstreams": {"https://x/api": {}}}, "remove the path", id="path"),
+        pytest.param(
+            {"upstreams": {"https://x": 5}}, "expected UpstreamSettings or a mapping", id="value"
+        ),
+        pytest.param(
+            {"upstreams": {"https://x": {"speed": 1}}}, "upstreams['https://x']: ", id="field"
+        ),
+        pytest.param(
+            {"upstreams": {"https://x": {"deadline": -1}}},
+            "upstreams['https://x']: deadline",
+            id="bad",
+        ),
+    ],
+)
+def test_bad_resilience_settings_name_setting_and_value(
+    settings: dict[str, Any], message: str
+) -> None:
+    """Each new setting is validated at construction, with the setting named."""
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        PoolConfig(**settings)
+
+
+def test_upstreams_from_the_environment_must_be_a_json_object() -> None:
+    """WSGI_POOL_UPSTREAMS is JSON; a list is refused with the variable named."""
+    with pytest.raises(ConfigError, match="WSGI_POOL_UPSTREAMS="):
+        PoolConfig.from_env({"WSGI_POOL_UPSTREAMS": "[1]"})

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import ROOT
 from wsgi_pool import PoolConfig, size_pools
 from wsgi_pool._env import ENV_PREFIX
 from wsgi_pool._explain import explain
 from wsgi_pool._sizing import fleet_share
-
-from .conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
 CONF = str(DEPLOY / "gunicorn.conf.py")

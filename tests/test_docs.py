@@ -12,12 +12,14 @@ import certifi
 import pytest
 
 import wsgi_pool
+from tests.support import ROOT
+from tests.support import wsgi_call as call
 from wsgi_pool import PoolConfig
 from wsgi_pool._env import ENV_PREFIX
 from wsgi_pool.testing import Upstream
 
-from .conftest import ROOT
-from .test_middleware import call
+pytestmark = pytest.mark.usefixtures("django_settings")
+
 
 README = (ROOT / "README.md").read_text()
 SNIPPETS = [
@@ -105,14 +107,6 @@ CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "config in code": check_config_in_code,
     "pool stats": check_pool_stats,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def django_settings() -> None:
-    from django.conf import settings  # noqa: PLC0415
-
-    if not settings.configured:
-        settings.configure(ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=[], SECRET_KEY="tests-only")  # noqa: S106
 
 
 def test_every_snippet_has_a_check() -> None:

@@ -12,11 +12,10 @@ import requests
 import trustme
 
 import wsgi_pool
+from tests.support import tls_upstream, write_ca
 from wsgi_pool import EgressDenied, PoolConfig, UpstreamUnreachable
 from wsgi_pool._egress import EgressPolicy
 from wsgi_pool.testing import Upstream, free_port
-
-from .conftest import tls_upstream, write_ca
 
 # Ways to write 127.0.0.2 that a check of the URL's text would not recognise.
 SPELLINGS = ["127.0.0.2", "2130706434", "0x7f000002", "127.2", "0177.0.0.2", "[::ffff:127.0.0.2]"]

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import ROOT
 from wsgi_pool._explain import explain, main
-
-from .conftest import ROOT
 
 DEPLOY = str(ROOT / "deploy" / "gunicorn.conf.py")
 

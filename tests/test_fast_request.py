@@ -19,10 +19,9 @@ import trustme
 from urllib3.util import SKIP_HEADER
 
 from tests.faults import FaultServer, Peer
+from tests.support import tls_context, write_ca
 from wsgi_pool import Client, PoolConfig
 from wsgi_pool._fast import request as _transport
-
-from .conftest import tls_context, write_ca
 
 
 def _answer_all(peer: Peer) -> None:

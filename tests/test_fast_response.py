@@ -18,10 +18,9 @@ import requests
 import trustme
 
 from tests.faults import FaultServer, Peer
+from tests.support import tls_context, write_ca
 from wsgi_pool import Client, PoolConfig
 from wsgi_pool.testing import Upstream
-
-from .conftest import tls_context, write_ca
 
 
 def _fields(response: requests.Response) -> tuple[Any, ...]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from tests.support import CONF, ROOT, get, run_together, wait_for_sizing_lines
 from wsgi_pool.testing import GunicornServer, Upstream, UpstreamStats
-
-from .conftest import ROOT, run_together
-from .test_gunicorn import CONF, get, wait_for_sizing_lines
 
 REPLICAS = 3
 CLIENTS_PER_REPLICA = 8

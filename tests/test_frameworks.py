@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core import checks
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test import RequestFactory, override_settings
@@ -16,11 +15,7 @@ from wsgi_pool import ConfigError, PoolConfig
 from wsgi_pool._config import from_settings
 from wsgi_pool.testing import Upstream
 
-
-@pytest.fixture(scope="module", autouse=True)
-def django_settings() -> None:
-    if not settings.configured:
-        settings.configure(ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=[], SECRET_KEY="tests-only")  # noqa: S106
+pytestmark = pytest.mark.usefixtures("django_settings")
 
 
 @pytest.mark.parametrize(

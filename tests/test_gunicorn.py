@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import http.client
 import json
-import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from examples.demo import Phase, drive, main
+from tests.support import CONF, ROOT, get, run_together, wait_for_sizing_lines
 from wsgi_pool.testing import GunicornServer, Upstream
-
-from .conftest import ROOT, run_together
-
-CONF = str(ROOT / "deploy" / "gunicorn.conf.py")
-SIZING = re.compile(r"wsgi_pool: pools for pid (\d+): (.*)")
-
-
-def wait_for_sizing_lines(
-    server: GunicornServer, count: int, within: float = 30.0
-) -> list[tuple[str, str]]:
-    """The 'pools for pid' lines, once at least ``count`` have been logged."""
-    deadline = time.monotonic() + within
-    while True:
-        found = SIZING.findall(server.log())
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
-
-
-def get(server: GunicornServer, path: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def test_preload_never_shares_an_upstream_socket_between_processes(upstream: Upstream) -> None:

@@ -13,11 +13,10 @@ import trustme
 from requests.adapters import HTTPAdapter
 
 import wsgi_pool
+from tests.support import tls_upstream, write_ca
 from wsgi_pool import Client, PoolConfig, PoolMiddleware, SharedStateError
 from wsgi_pool._adapter import ReadOnly as _ReadOnly
 from wsgi_pool.testing import Upstream, free_port
-
-from .conftest import tls_upstream, write_ca
 
 
 def serve_once(middleware: PoolMiddleware, **environ: Any) -> None:

@@ -6,12 +6,10 @@ import threading
 from urllib.parse import quote
 
 from examples.demo import Phase, drive
-from tests.faults import FaultServer, wait_until
-from tests.test_faults import never_answer
-from tests.test_gunicorn import CONF, SIZING, get, wait_for_sizing_lines
+from tests.faults import FaultServer
+from tests.harness import never_answer
+from tests.support import CONF, ROOT, SIZING, get, wait_for_sizing_lines, wait_until
 from wsgi_pool.testing import GunicornServer, Upstream
-
-from .conftest import ROOT
 
 
 def test_max_requests_recycles_workers_without_failing_a_call(upstream: Upstream) -> None:

@@ -11,6 +11,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 import wsgi_pool
+from tests.support import run_together
+from tests.support import wsgi_call as call
 from wsgi_pool import (
     ENVIRON_KEY,
     MissingClientError,
@@ -20,8 +22,6 @@ from wsgi_pool import (
     client_from,
 )
 from wsgi_pool.testing import Upstream
-
-from .conftest import run_together
 
 Handler = Callable[[Any], Any]
 
@@ -45,22 +45,6 @@ def discard_start_response(
     status: str, headers: list[tuple[str, str]], exc_info: Any = None
 ) -> Callable[[bytes], object]:
     return lambda data: None
-
-
-def call(app: Any, **extra: Any) -> tuple[str, bytes, Any]:
-    """Call a WSGI app in-process; returns status, body, and the iterable (closed, as servers do)."""
-    environ: dict[str, Any] = {}
-    setup_testing_defaults(environ)
-    environ.update(extra)
-    seen: list[str] = []
-    result = app(environ, lambda status, headers, exc_info=None: seen.append(status))
-    try:
-        body = b"".join(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return seen[0], body, result
 
 
 def test_the_client_is_in_environ_and_speaks_requests(upstream: Upstream) -> None:

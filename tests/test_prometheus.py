@@ -16,12 +16,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 import wsgi_pool
+from tests.faults import FaultServer, Peer
+from tests.support import CONF, ROOT, run_together, wait_for_sizing_lines, wait_until
 from wsgi_pool import ConfigError, PoolConfig, PoolMiddleware, UpstreamUnreachable
 from wsgi_pool.testing import GunicornServer, Upstream, free_port
-
-from .conftest import ROOT, run_together
-from .faults import FaultServer, Peer, wait_until
-from .test_gunicorn import CONF, wait_for_sizing_lines
 
 
 def _call(app: Any, path: str, accept: str | None = None) -> tuple[str, dict[str, str], bytes]:

@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 import wsgi_pool
+from tests.support import ROOT
 from wsgi_pool import Client, PoolConfig, PoolMiddleware, UpstreamSettings
 from wsgi_pool._propagation import (
     Propagation,
@@ -25,8 +26,6 @@ from wsgi_pool._propagation import (
     from_environ,
 )
 from wsgi_pool.testing import GunicornServer, Upstream
-
-from .conftest import ROOT
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"

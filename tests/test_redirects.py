@@ -7,14 +7,12 @@ shown with a plain ``requests.Session`` (the control), then shown closed with ws
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from wsgiref.util import setup_testing_defaults
 
 import pytest
 import requests
-import trustme
 from requests.auth import HTTPDigestAuth
 
 import wsgi_pool
@@ -28,8 +26,6 @@ from wsgi_pool import (
     UpstreamSettings,
 )
 from wsgi_pool.testing import Upstream
-
-from .conftest import tls_upstream, write_ca
 
 SECRETS = {"X-Api-Key": "k-123", "Authorization": "Bearer t-456", "X-Tenant": "acme"}
 
@@ -150,18 +146,11 @@ def test_a_302_post_becomes_a_get_without_its_body(
     assert "Content-Type" not in seen["headers"]
 
 
-@pytest.fixture
-def https_upstream(tmp_path: Path) -> Iterator[tuple[Upstream, str]]:
-    ca = trustme.CA()
-    with tls_upstream(ca, "127.0.0.1") as server:
-        yield server, write_ca(ca, tmp_path)
-
-
 def test_https_to_http_is_never_followed(
-    https_upstream: tuple[Upstream, str], upstream: Upstream
+    https_upstream: Upstream, ca_file: str, upstream: Upstream
 ) -> None:
     """A redirect from https to http raises RedirectRefused; the http upstream sees nothing."""
-    server, ca_file = https_upstream
+    server = https_upstream
     http = wsgi_pool.client(PoolConfig(ca_bundle=ca_file))
     with pytest.raises(RedirectRefused, match="from https to http") as caught:
         http.get(redirect(server, f"{upstream.url}/plain"), headers=SECRETS)
@@ -171,10 +160,10 @@ def test_https_to_http_is_never_followed(
 
 
 def test_http_to_https_is_followed_as_another_origin(
-    https_upstream: tuple[Upstream, str], upstream: Upstream
+    https_upstream: Upstream, ca_file: str, upstream: Upstream
 ) -> None:
     """An upgrade to https is followed, as a hop to another origin."""
-    server, ca_file = https_upstream
+    server = https_upstream
     http = wsgi_pool.client(PoolConfig(ca_bundle=ca_file))
     seen = http.get(redirect(upstream, f"{server.url}/secure"), headers=SECRETS).json()
     assert seen["path"] == "/secure"

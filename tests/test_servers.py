@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 import wsgi_pool
+from tests.support import CONF, ROOT, get, run_together, wait_for_sizing_lines
 from wsgi_pool.testing import GunicornServer, Upstream
-
-from .conftest import ROOT, run_together
-from .test_gunicorn import CONF, get, wait_for_sizing_lines
 
 
 def test_gevent_200_greenlets_share_a_pool_of_10(upstream: Upstream) -> None:

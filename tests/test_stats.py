@@ -11,13 +11,11 @@ import pytest
 import requests
 
 import wsgi_pool
+from tests.faults import FaultServer, Peer
+from tests.support import run_together
 from wsgi_pool import PoolConfig, PoolTimeout, ResponseTooLarge, UpstreamUnreachable, _process
-from wsgi_pool._origins import origin_of, pool_origin
 from wsgi_pool._stats import BUCKETS, OTHER, WARN_EVERY, Counters, Registry
 from wsgi_pool.testing import Upstream, free_port
-
-from .conftest import run_together
-from .faults import FaultServer, Peer
 
 
 def test_calls_on_one_connection_are_counted(upstream: Upstream) -> None:
@@ -125,22 +123,6 @@ def test_upstreams_past_the_bound_are_counted_together() -> None:
     assert names == ["http://h0:80", "http://h1:80", OTHER, OTHER]
     assert registry.for_upstream("http://h3:80") is registry.for_upstream("http://h2:80")
     assert [s.upstream for s in registry.all()] == ["http://h0:80", "http://h1:80", OTHER]
-
-
-@pytest.mark.parametrize(
-    ("scheme", "host", "port", "url"),
-    [
-        pytest.param("http", "127.0.0.1", 8080, "http://127.0.0.1:8080/x", id="ipv4"),
-        pytest.param("http", "::1", 8080, "http://[::1]:8080/x", id="ipv6"),
-        pytest.param("https", "api.example", 443, "https://API.example/x", id="default port"),
-        pytest.param("http", "api.example", None, "http://api.example/", id="no port"),
-    ],
-)
-def test_pools_and_calls_name_an_upstream_alike(
-    scheme: str, host: str, port: int | None, url: str
-) -> None:
-    """The name a pool's counts go under is the name a call's counts go under."""
-    assert pool_origin(scheme, host, port) == origin_of(url)
 
 
 def test_the_repr_shows_live_state(upstream: Upstream) -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 
 import pytest
 import requests
 
+from tests.support import ROOT, wait_until
 from wsgi_pool.testing import GunicornServer, Upstream
-
-from .conftest import ROOT
 
 
 def test_upstream_on_ipv6_loopback() -> None:
@@ -65,16 +62,6 @@ def test_a_forced_stop_kills_master_and_workers(upstream: Upstream) -> None:
         server.stop()
 
 
-def wait_until(condition: Callable[[], bool], within: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds or ``within`` seconds pass; whether it held."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def living_members(group: int) -> list[int]:
     """Processes of a process group that are neither dead nor zombies (reaped or not)."""
     living = []
@@ -97,3 +84,11 @@ def test_a_gunicorn_never_started_stops_at_once() -> None:
     server = GunicornServer("examples.plain_wsgi:app")
     assert server.stop() is None
     assert server.process is None
+
+
+def test_upstream_detects_a_connection_used_by_two_processes(upstream: Upstream) -> None:
+    """The shared-socket detector the fork tests rely on reports a connection seen with two caller ids."""
+    with requests.Session() as session:
+        session.get(f"{upstream.url}/a", headers={"X-Caller-Pid": "1"}, timeout=5)
+        session.get(f"{upstream.url}/b", headers={"X-Caller-Pid": "2"}, timeout=5)
+    assert list(upstream.shared_connections().values()) == [{"1", "2"}]

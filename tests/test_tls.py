@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import trustme
 from urllib3.exceptions import InsecureRequestWarning
 
 import wsgi_pool
+from tests.support import tls_upstream, write_ca
 from wsgi_pool import (
     InsecureRequestRefused,
     PoolConfig,
@@ -20,24 +20,6 @@ from wsgi_pool import (
     UpstreamTLSError,
 )
 from wsgi_pool.testing import Upstream
-
-from .conftest import tls_upstream, write_ca
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def https_upstream(ca: trustme.CA) -> Iterator[Upstream]:
-    with tls_upstream(ca, "127.0.0.1", "localhost") as server:
-        yield server
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    return write_ca(ca, tmp_path)
 
 
 def test_https_calls_are_verified_and_pooled(https_upstream: Upstream, ca_file: str) -> None:

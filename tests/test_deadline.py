@@ -1,0 +1,254 @@
+"""The deadline: every call ends by it, whatever the upstream does, and a budget only ever shortens it."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+import requests
+
+import wsgi_pool
+from tests.harness import FAST, Harness, always, drip_body, drip_headers, never_answer
+from wsgi_pool import (
+    ConfigError,
+    DeadlineExceeded,
+    PoolConfig,
+    UpstreamSettings,
+    WsgiPoolError,
+    size_pools,
+)
+from wsgi_pool._deadline import Deadline, Watchdog, incoming_budget
+from wsgi_pool.testing import Upstream
+
+
+def test_one_byte_drip_body_ends_at_the_deadline(harness: Harness) -> None:
+    """A byte every 200 ms never trips the read timeout; the deadline ends the call."""
+    server = harness.serve(drip_body)
+    http = harness.client(read_timeout=1.0)
+    with pytest.raises(DeadlineExceeded, match="deadline of 1 s exceeded while reading the body"):
+        http.request("GET", f"{server.url}/drip", deadline=1.0)
+    harness.assert_intact(http)
+
+
+def test_one_byte_drip_headers_end_at_the_deadline(harness: Harness) -> None:
+    """A status line and headers dripped a byte at a time end at the deadline too."""
+    server = harness.serve(drip_headers)
+    http = harness.client(read_timeout=1.0)
+    with pytest.raises(DeadlineExceeded), wsgi_pool.deadline(1.0):
+        http.get(f"{server.url}/drip")
+    assert http.pools.watchdog.cuts == 1
+    harness.assert_intact(http)
+
+
+def test_drip_into_a_streamed_body_ends_at_the_deadline(harness: Harness) -> None:
+    """The deadline also covers a streamed body read after the call returned."""
+    server = harness.serve(drip_body)
+    http = harness.client(read_timeout=1.0)
+    response = http.request("GET", f"{server.url}/drip", deadline=1.0, stream=True)
+    with pytest.raises(DeadlineExceeded):
+        for _ in response.iter_content(100):
+            pass
+    harness.assert_intact(http)
+
+
+def test_retries_stop_at_the_deadline(harness: Harness) -> None:
+    """Backoff never sleeps past the deadline: the last answer is returned in time."""
+    server = harness.serve(always("503 Service Unavailable", "Retry-After: 1"))
+    http = harness.client(retries=10)
+    assert http.request("GET", f"{server.url}/x", deadline=2.5).status_code == 503
+    assert 2 <= len(server.requests()) <= 3
+    harness.assert_intact(http)
+
+
+def test_per_upstream_deadline(harness: Harness) -> None:
+    """upstreams[origin].deadline applies to that origin; others keep the config's."""
+    server = harness.serve(never_answer)
+    http = harness.client(upstreams={server.url: {"deadline": 0.3}}, read_timeout=5.0)
+    with pytest.raises(DeadlineExceeded) as caught:
+        http.get(f"{server.url}/x")
+    assert caught.value.deadline == 0.3
+    assert isinstance(caught.value, requests.exceptions.Timeout)
+    assert isinstance(caught.value, WsgiPoolError)
+    assert http.pools.deadline_for(harness.healthy.url) == FAST["deadline"]
+    harness.assert_intact(http)
+
+
+def test_incoming_budget_bounds_outbound_calls_and_is_passed_on(harness: Harness) -> None:
+    """An X-Request-Deadline budget ends outbound calls and, with propagate_deadline, goes to upstreams that get propagation."""
+    server = harness.serve(never_answer)
+    config = PoolConfig(
+        **{**FAST, "read_timeout": 5.0},
+        propagate_deadline=True,
+        upstreams={harness.healthy.url: UpstreamSettings(propagate=True)},
+    )
+    seen: dict[str, Any] = {}
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        http = wsgi_pool.client_from(environ)
+        seen["echo"] = http.get(f"{harness.healthy.url}/echo").json()["headers"]
+        try:
+            http.get(f"{server.url}/x")
+        except DeadlineExceeded as exc:
+            seen["error"] = exc
+        start_response("200 OK", [])
+        return [b""]
+
+    environ: dict[str, Any] = {"HTTP_X_REQUEST_DEADLINE": "400"}
+    setup_testing_defaults(environ)
+    wsgi_pool.PoolMiddleware(app, config)(environ, lambda *a: lambda b: None)
+    assert 0 < int(seen["echo"]["X-Request-Deadline"]) <= 400
+    assert isinstance(seen["error"], DeadlineExceeded)
+    assert ["x-request-deadline" in r.headers for r in server.requests()] == [False]
+    assert seen["error"].deadline <= 0.4
+    harness.clients.append(wsgi_pool.client(config))
+    harness.assert_intact(harness.clients[-1])
+
+
+@pytest.mark.parametrize(
+    ("config", "deadline", "reason"),
+    [
+        pytest.param(PoolConfig(), 20.0, "default", id="no server"),
+        pytest.param(
+            PoolConfig(worker_timeout=10),
+            7.5,
+            "3/4 of the worker timeout of 10 s",
+            id="short timeout",
+        ),
+        pytest.param(
+            PoolConfig(worker_timeout=60),
+            20.0,
+            "default, below the worker timeout of 60 s",
+            id="long",
+        ),
+        pytest.param(PoolConfig(worker_timeout=0), 20.0, "default", id="timeout off"),
+        pytest.param(
+            PoolConfig(worker_timeout=10, deadline=3), 3.0, "set explicitly", id="explicit"
+        ),
+    ],
+)
+def test_the_default_deadline_stays_below_the_worker_timeout(
+    config: PoolConfig, deadline: float, reason: str
+) -> None:
+    """size_pools derives the deadline and says why."""
+    sizing = size_pools(config)
+    assert (sizing.deadline, sizing.reasons["deadline"]) == (deadline, reason)
+    assert sizing.warnings == ()
+
+
+def test_deadlines_above_the_worker_timeout_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An explicit deadline (or an upstream's) not below the worker timeout is logged as a warning."""
+    config = PoolConfig(
+        worker_timeout=10,
+        deadline=12,
+        upstreams={
+            "http://a": UpstreamSettings(deadline=30),
+            "http://b": UpstreamSettings(retries=0),
+        },
+    )
+    assert size_pools(config).warnings == (
+        "deadline=12 s is not below the worker timeout of 10 s: a sync worker is killed before a "
+        "slow call ends, and its client gets no clean error",
+        "upstreams['http://a:80'].deadline=30 s is not below the worker timeout of 10 s",
+    )
+    caplog.set_level(logging.WARNING, logger="wsgi_pool")
+    wsgi_pool.client(config).pools  # noqa: B018  (building the pools logs)
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+
+
+def test_per_call_deadline_is_validated(upstream: Upstream) -> None:
+    """A bad deadline argument is refused before anything is sent."""
+    http = wsgi_pool.client()
+    with pytest.raises(ConfigError, match="deadline"):
+        http.request("GET", upstream.url, deadline=-1)
+    with pytest.raises(ConfigError, match="deadline"), wsgi_pool.deadline(float("nan")):
+        pass
+    assert upstream.stats().requests_served == 0
+
+
+def test_a_block_deadline_already_spent_fails_before_sending(upstream: Upstream) -> None:
+    """Inside a deadline block whose time is up, a call raises DeadlineExceeded and sends nothing."""
+    http = wsgi_pool.client()
+    with wsgi_pool.deadline(0.01):
+        time.sleep(0.05)
+        with pytest.raises(DeadlineExceeded, match="while starting"):
+            http.get(upstream.url)
+    assert upstream.stats().requests_served == 0
+
+
+def test_block_deadlines_nest_and_the_sooner_wins(upstream: Upstream) -> None:
+    """An inner block cannot lengthen an outer one."""
+    http = wsgi_pool.client()
+    with wsgi_pool.deadline(0.3), wsgi_pool.deadline(30), pytest.raises(DeadlineExceeded) as caught:
+        http.get(f"{upstream.url}/slow?delay=2")
+    assert caught.value.deadline <= 0.3
+
+
+def test_the_adapter_alone_applies_the_default_deadline(upstream: Upstream) -> None:
+    """adapter.send outside a client's call still gets a deadline, per upstream."""
+    http = wsgi_pool.client(PoolConfig(upstreams={upstream.url: UpstreamSettings(deadline=0.3)}))
+    prepared = requests.Request("GET", f"{upstream.url}/slow?delay=2").prepare()
+    with pytest.raises(DeadlineExceeded):
+        http.pools.adapter.send(prepared)
+    assert (
+        http.pools.adapter.send(requests.Request("GET", upstream.url).prepare()).status_code == 200
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param({}, None, id="absent"),
+        pytest.param({"HTTP_X_REQUEST_DEADLINE": "abc"}, None, id="not a number"),
+        pytest.param({"HTTP_X_REQUEST_DEADLINE": "0"}, None, id="zero"),
+        pytest.param({"HTTP_X_REQUEST_DEADLINE": "-5"}, None, id="negative"),
+        pytest.param({"HTTP_X_REQUEST_DEADLINE": "3600001"}, None, id="over an hour"),
+        pytest.param({"HTTP_X_REQUEST_DEADLINE": "١٢"}, None, id="non-ascii digits"),
+        pytest.param({"HTTP_X_REQUEST_DEADLINE": " 250 "}, 0.25, id="padded"),
+        pytest.param(
+            {"HTTP_X_REQUEST_DEADLINE": "x", "HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS": "1500"},
+            1.5,
+            id="second header",
+        ),
+    ],
+)
+def test_incoming_budget_is_validated(environ: dict[str, str], expected: float | None) -> None:
+    """Only whole milliseconds from 1 to an hour count; anything else is ignored."""
+    headers = PoolConfig().deadline_headers
+    before = time.monotonic()
+    found = incoming_budget(environ, headers)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert before + expected <= found <= time.monotonic() + expected
+
+
+def test_deadline_and_watchdog_bookkeeping() -> None:
+    """A stopped watchdog arms nothing; re-arming a connection moves it; cutting a closed one is harmless."""
+
+    class Conn:
+        sock: socket.socket | None = None
+
+    first, second = Deadline(60), Deadline(60)
+    assert re.fullmatch(r"<Deadline 60 s, (59|60)\.\d{3} s left>", repr(first))
+    watchdog = Watchdog()
+    conn = Conn()
+    watchdog.disarm(conn)  # nothing armed: nothing to do
+    watchdog.arm(first, conn)
+    watchdog.arm(second, conn)
+    assert watchdog._armed == {conn: second}
+    assert watchdog.pending == 1
+    watchdog._cut(second, conn)  # no socket: marked expired, nothing cut
+    assert second.expired
+    assert watchdog.cuts == 0
+    watchdog.close()
+    third = Deadline(1)
+    watchdog.arm(third, conn)
+    assert watchdog.pending == 0

@@ -1,0 +1,269 @@
+"""The seam guard: a tool that patches a public extension point the fast path skips sees every call.
+
+For each group of seams, a counting wrapper (as a tracer or a mock would install it) is put
+over one function the fast path skips; every call, on a reused connection too, must then pass
+through it, and once it is removed the fast path is taken again. Whether the tool was set up
+before or after wsgi_pool was imported makes no difference.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client as http_client
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from typing import Any
+from unittest import mock
+
+import pytest
+import requests
+import requests.adapters
+import requests.models
+import urllib3.connection
+import urllib3.connectionpool
+
+import wsgi_pool
+from tests.support import ROOT
+from wsgi_pool._fast import seams
+from wsgi_pool._fast import session as fast_session
+from wsgi_pool.testing import Upstream
+
+
+class Counted:
+    """Calls through each wrapper installed by :meth:`wrap`, by the name it was installed as."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, owner: type, name: str) -> None:
+        """Replace ``owner.name`` by a wrapper that counts and calls the original."""
+        original = vars(owner)[name]
+        key = f"{owner.__name__}.{name}"
+        self.calls[key] = 0
+
+        if isinstance(original, property):
+            getter = original.fget
+            assert getter is not None
+
+            def counted_getter(this: Any) -> Any:
+                self.calls[key] += 1
+                return getter(this)
+
+            self.monkeypatch.setattr(owner, name, property(counted_getter))
+            return
+
+        @functools.wraps(original)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[key] += 1
+            return original(*args, **kwargs)
+
+        self.monkeypatch.setattr(owner, name, counted)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Counted:
+    return Counted(monkeypatch)
+
+
+@pytest.fixture
+def http(upstream: Upstream) -> Iterator[wsgi_pool.Client]:
+    """A client with one call made already: its connection is pooled, the next one reuses it."""
+    client = wsgi_pool.client()
+    assert client.get(f"{upstream.url}/warm").status_code == 200
+    yield client
+    client.close()
+
+
+SEAMS: list[Any] = [
+    pytest.param(requests.Session, "send", seams.SESSION, id="Session.send (OpenTelemetry)"),
+    pytest.param(requests.Session, "request", seams.REQUEST, id="Session.request"),
+    pytest.param(requests.Session, "prepare_request", seams.PREPARE, id="prepare_request"),
+    pytest.param(
+        requests.adapters.HTTPAdapter, "send", seams.ADAPTER, id="HTTPAdapter.send (responses)"
+    ),
+    pytest.param(
+        requests.adapters.HTTPAdapter,
+        "get_connection_with_tls_context",
+        seams.ADAPTER,
+        id="HTTPAdapter's pool choice",
+    ),
+    pytest.param(
+        urllib3.connectionpool.HTTPConnectionPool,
+        "urlopen",
+        seams.URLOPEN,
+        id="urlopen (OpenTelemetry urllib3, ddtrace)",
+    ),
+    pytest.param(
+        http_client.HTTPConnection, "putrequest", seams.REQUEST_WRITE, id="putrequest (Sentry)"
+    ),
+    pytest.param(
+        urllib3.connection.HTTPConnection, "request", seams.REQUEST_WRITE, id="urllib3 request"
+    ),
+    pytest.param(http_client.HTTPResponse, "begin", seams.HEAD, id="HTTPResponse.begin"),
+    pytest.param(
+        requests.adapters.HTTPAdapter, "build_response", seams.RESPONSE, id="build_response"
+    ),
+    pytest.param(requests.models.Response, "iter_content", seams.BODY, id="iter_content"),
+    pytest.param(requests.models.Response, "content", seams.BODY, id="Response.content"),
+]
+
+
+@pytest.mark.parametrize(("owner", "name", "group"), SEAMS)
+def test_a_patched_seam_sees_every_call(
+    owner: type,
+    name: str,
+    group: seams.Group,
+    counted: Counted,
+    http: wsgi_pool.Client,
+    upstream: Upstream,
+) -> None:
+    """While a wrapper replaces the function, each call passes through it, and answers right."""
+    assert group.intact()
+    counted.wrap(owner, name)
+    assert not group.intact()
+    for number in range(3):
+        response = http.get(f"{upstream.url}/call/{number}")
+        assert response.json()["path"] == f"/call/{number}"
+    assert counted.calls[f"{owner.__name__}.{name}"] >= 3
+    assert upstream.stats().connections_opened == 1  # the kept connection, reused throughout
+    counted.monkeypatch.undo()
+    assert group.intact()  # the library's own again: the fast path comes back
+
+
+def test_a_replaced_connection_class_makes_every_new_connection(
+    monkeypatch: pytest.MonkeyPatch, upstream: Upstream
+) -> None:
+    """A class put in urllib3's ``ConnectionCls`` (as vcrpy does) makes the pools' connections."""
+    made: list[Any] = []
+
+    class Recording(urllib3.connection.HTTPConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "ConnectionCls", Recording)
+    assert not seams.CONNECTION_CLASSES.intact()
+    with wsgi_pool.client() as http:
+        assert http.get(f"{upstream.url}/x").json()["path"] == "/x"
+        assert http.get(f"{upstream.url}/y").json()["path"] == "/y"
+    assert len(made) == 1
+    monkeypatch.undo()
+    assert seams.CONNECTION_CLASSES.intact()
+
+
+def test_the_fast_path_is_taken_while_nothing_is_patched(
+    monkeypatch: pytest.MonkeyPatch, http: wsgi_pool.Client, upstream: Upstream
+) -> None:
+    """With every seam intact, the fast session send runs and requests' own does not."""
+    ours: list[int] = []
+    real = fast_session.send
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        ours.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast_session, "send", spy)
+    with mock.patch.object(requests.Session, "send", autospec=True) as theirs:
+        theirs.side_effect = AssertionError("requests' send taken")
+        assert not seams.SESSION.intact()  # the mock itself is a patch
+    assert seams.SESSION.intact()
+    http.get(f"{upstream.url}/x")
+    assert ours == [1]
+
+
+def _wraps(function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+class _Proxy:
+    """A wrapt-style proxy: it forwards every attribute, ``__code__`` included, to the original."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.__wrapped__ = wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__wrapped__, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+
+def send(self: Any, request: Any, **kwargs: Any) -> Any:  # named like requests' own, elsewhere
+    raise AssertionError
+
+
+@pytest.mark.parametrize(
+    "replacement",
+    [
+        pytest.param(lambda original: _wraps(original), id="functools.wraps"),
+        pytest.param(lambda original: _Proxy(original), id="forwarding proxy"),
+        pytest.param(lambda original: mock.MagicMock(wraps=original), id="mock"),
+        pytest.param(lambda original: send, id="same name, another module"),
+        pytest.param(lambda original: functools.partial(original), id="partial"),
+    ],
+)
+def test_any_replacement_is_a_patch(
+    replacement: Callable[[Any], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever replaces requests' own function, the guard sees it is not requests' own."""
+    seam = seams.Seam(
+        requests.Session, "send", home=requests.sessions.merge_setting.__code__.co_filename
+    )
+    assert seam.intact()
+    monkeypatch.setattr(requests.Session, "send", replacement(requests.Session.send))
+    assert not seam.intact()
+    assert not seam.intact()  # remembered, and still right
+    monkeypatch.undo()
+    assert seam.intact()
+
+
+def test_a_removed_function_is_a_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class whose function was deleted (falling back to a base class's) is patched too."""
+    seam = seams.Seam(
+        requests.adapters.HTTPAdapter,
+        "build_response",
+        home=requests.adapters._urllib3_request_context.__code__.co_filename,
+    )
+    monkeypatch.delattr(requests.adapters.HTTPAdapter, "build_response")
+    assert not seam.intact()
+
+
+def test_a_tool_set_up_before_wsgi_pool_is_imported_sees_every_call(upstream: Upstream) -> None:
+    """In a fresh interpreter, a wrapper over ``Session.send`` installed before wsgi_pool is
+    imported (as ``opentelemetry-instrument`` does) sees every call."""
+    code = textwrap.dedent(
+        f"""
+        import functools, requests
+        seen = []
+        original = requests.Session.send
+
+        @functools.wraps(original)
+        def traced(self, request, **kwargs):
+            seen.append(request.url)
+            return original(self, request, **kwargs)
+
+        requests.Session.send = traced
+        import wsgi_pool
+
+        http = wsgi_pool.client()
+        for number in range(3):
+            http.get("{upstream.url}/n/" + str(number))
+        print(len(seen))
+        """
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
+    assert found.stdout.strip() == "3"
