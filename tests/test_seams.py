@@ -112,7 +112,7 @@ SEAMS: list[Any] = [
 
 
 @pytest.mark.parametrize(("owner", "name", "group"), SEAMS)
-def test_a_patched_seam_sees_every_call(
+def test_a_patched_seam_sees_every_call(  # noqa: PLR0917  (three parameters, three fixtures)
     owner: type,
     name: str,
     group: seams.Group,
@@ -202,11 +202,11 @@ def send(self: Any, request: Any, **kwargs: Any) -> Any:  # named like requests'
 @pytest.mark.parametrize(
     "replacement",
     [
-        pytest.param(lambda original: _wraps(original), id="functools.wraps"),
-        pytest.param(lambda original: _Proxy(original), id="forwarding proxy"),
+        pytest.param(_wraps, id="functools.wraps"),
+        pytest.param(_Proxy, id="forwarding proxy"),
         pytest.param(lambda original: mock.MagicMock(wraps=original), id="mock"),
         pytest.param(lambda original: send, id="same name, another module"),
-        pytest.param(lambda original: functools.partial(original), id="partial"),
+        pytest.param(functools.partial, id="partial"),
     ],
 )
 def test_any_replacement_is_a_patch(
