@@ -41,7 +41,7 @@ def test_a_changed_process_id_gets_new_pools_and_leaves_the_old_ones_open(
     child_pools = http.pools
     assert child_pools is not parent_pools
     assert child_pools.pid == fake_pid[0]
-    assert any(parent_pools in held.by_config.values() for held in _process._inherited)
+    assert any(parent_pools in held.by_shape.values() for held in _process._inherited)
     assert parent_pools.stats()[upstream.url].idle == 1
     http.get(f"{upstream.url}/child")
     assert upstream.stats().connections_opened == 2
@@ -57,7 +57,7 @@ def test_the_at_fork_hook_sets_the_parents_pools_aside(
     fake_pid[0] += 300000
     _process._after_fork_in_child()
     assert list(_process._by_pid) == []
-    assert any(parent_pools in held.by_config.values() for held in _process._inherited)
+    assert any(parent_pools in held.by_shape.values() for held in _process._inherited)
     assert parent_pools.stats()[upstream.url].idle == 1
 
 

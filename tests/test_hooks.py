@@ -92,7 +92,7 @@ def test_worker_exit_closes_pools_only_in_the_workers_own_process(
     hooks.worker_exit(None, worker)
     assert pools.stats()[upstream.url].idle == 0
     assert live_pools(pools.adapter.poolmanager) == []
-    assert not _process._by_pid[os.getpid()].by_config
+    assert not _process._by_pid[os.getpid()].by_shape
 
 
 def test_on_starting_rejects_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:

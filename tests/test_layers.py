@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [  # bottom first
             "_origins",
             "_config",
             "_sizing",
+            "_policy",
             "_propagation",
             "_deadline",
             "_attempt",

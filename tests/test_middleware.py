@@ -68,9 +68,9 @@ def test_the_client_is_in_environ_and_speaks_requests(upstream: Upstream) -> Non
 def test_wrapping_builds_no_pools() -> None:
     """Wrapping an app (in the gunicorn master under --preload) creates no pools; the first request does."""
     app = make_app(lambda http: "ok")
-    assert _process._by_pid.get(os.getpid()) is None or not _process._by_pid[os.getpid()].by_config
+    assert _process._by_pid.get(os.getpid()) is None or not _process._by_pid[os.getpid()].by_shape
     assert call(app)[1] == b"ok"
-    assert len(_process._by_pid[os.getpid()].by_config) == 1
+    assert len(_process._by_pid[os.getpid()].by_shape) == 1
 
 
 def test_client_from_without_middleware_explains() -> None:

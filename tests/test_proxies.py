@@ -73,5 +73,5 @@ def test_no_proxy_entry_skips_the_proxy(
     assert http.get(f"{upstream.url}/direct").json()["path"] == "/direct"
     assert second_upstream.stats().requests_served == 0
     monkeypatch.setenv("no_proxy", "*")
-    star = wsgi_pool.client(PoolConfig(trust_env=True, read_timeout=14.0))
+    star = wsgi_pool.client(PoolConfig(trust_env=True, idle_timeout=3.5))  # pools of their own
     assert star.pools.bypasses_proxy("[::1]")

@@ -186,15 +186,15 @@ def test_settings_past_the_bound_are_worked_out_per_call(
     upstream: Upstream, second_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past MAX_SETTINGS upstreams, settings are not kept, and are still right."""
-    from wsgi_pool import _adapter  # noqa: PLC0415
+    from wsgi_pool import _policy  # noqa: PLC0415
 
-    monkeypatch.setattr(_adapter, "MAX_SETTINGS", 1)
+    monkeypatch.setattr(_policy, "MAX_SETTINGS", 1)
     http = wsgi_pool.client(PoolConfig(read_timeout=3.0))
     http.get(f"{upstream.url}/x")
     http.get(f"{second_upstream.url}/x")
-    adapter = http.pools.adapter
-    assert list(adapter._settings) == [upstream.url]
-    assert adapter.settings_for(second_upstream.url).read_timeout == 3.0
+    policy = http._call_policy()
+    assert list(policy._settings) == [upstream.url]
+    assert policy.settings_for(second_upstream.url).read_timeout == 3.0
 
 
 def test_a_retry_the_budget_refuses_is_warned_once(caplog: pytest.LogCaptureFixture) -> None:

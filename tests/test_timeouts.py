@@ -24,7 +24,7 @@ def test_default_timeouts_apply_when_the_caller_gives_none(upstream: Upstream) -
     with pytest.raises(requests.exceptions.ReadTimeout):
         http.get(f"{upstream.url}/slow?delay=1")
     assert http.get(f"{upstream.url}/slow?delay=0.4", timeout=5).status_code == 200
-    settings = http.pools.adapter.settings_for(upstream.url)
+    settings = http._call_policy().settings_for(upstream.url)
     assert (settings.connect_timeout, settings.read_timeout) == (5.0, 0.2)
 
 

@@ -19,7 +19,8 @@ An optional response cache (``_cache``, given by the process) answers before a t
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Final, Protocol
+import weakref
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -28,7 +29,7 @@ from urllib3 import HTTPConnectionPool
 
 from . import _deadline
 from ._call import Call
-from ._config import PoolConfig, UpstreamSettings
+from ._config import PoolConfig
 from ._deadline import Deadline, Watchdog
 from ._egress import EgressPolicy
 from ._errors import SharedStateError
@@ -36,14 +37,12 @@ from ._fast import seams
 from ._fast.pools import PoolKeys
 from ._fast.response import build
 from ._origins import origin_of
-from ._pool import pool_classes
+from ._policy import Policy
+from ._pool import Slots, pool_classes
 from ._response import Response
 from ._retry import RetryBudget
 from ._sizing import PoolSizing
 from ._stats import Counters, Registry
-
-MAX_SETTINGS: Final = 1024
-"""Upstreams whose effective settings an adapter keeps worked out."""
 
 
 class ResponseCache(Protocol):
@@ -98,23 +97,25 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         cache: ResponseCache | None = None,
     ) -> None:
         self.pool_config = config
+        self.policy = Policy(config)
+        """The call settings of calls sent through :meth:`send` (a client passes its own)."""
         self.sizing = sizing
         self.stats = stats
         self.http_cache = cache
-        self._pool_classes = pool_classes(
-            sizing.pool_timeout,
-            config.idle_timeout,
-            watchdog,
-            EgressPolicy.from_config(config),
-            stats,
-        )
-        # Per upstream (origin): effective settings, at most MAX_SETTINGS kept (the rest are
-        # worked out per call), and a retry budget per counted upstream (bounded by the stats'
-        # registry). A dict assignment is atomic; two threads racing on a new upstream build
-        # equal settings, and setdefault keeps one budget.
-        self._settings: dict[str, UpstreamSettings] = {}
-        self._budgets: dict[str, RetryBudget] = {}
+        # Per upstream: a retry budget per counted upstream and retry setting (bounded by the
+        # stats' registry), and the slots of the upstreams with a pool or a connection out
+        # (they go with the last). setdefault keeps one of two racing threads' objects.
+        self._budgets: dict[tuple[str, float, float], RetryBudget] = {}
+        self._slots: weakref.WeakValueDictionary[str, Slots] = weakref.WeakValueDictionary()
         self._keys = PoolKeys()
+        self._pool_classes = pool_classes(
+            wait=sizing.pool_timeout,
+            idle_timeout=config.idle_timeout,
+            watchdog=watchdog,
+            egress=EgressPolicy.from_config(config),
+            registry=stats,
+            slots_for=self._slots_for,
+        )
         super().__init__(
             pool_connections=sizing.pool_connections,
             pool_maxsize=sizing.pool_maxsize,
@@ -167,27 +168,24 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
                     with contextlib.suppress(KeyError):  # another thread removed it first
                         del manager.pools[key]
 
-    def settings_for(self, origin: str) -> UpstreamSettings:
-        """The settings that apply to calls to ``origin`` (``scheme://host:port``)."""
-        found = self._settings.get(origin)
+    def _slots_for(self, origin: str) -> Slots:
+        """The slots of ``origin``: one object for every urllib3 pool made for it."""
+        found = self._slots.get(origin)
         if found is None:
-            found = self.pool_config.for_upstream(origin)
-            if len(self._settings) < MAX_SETTINGS:
-                self._settings[origin] = found
+            found = self._slots.setdefault(origin, Slots(self.sizing.pool_maxsize))
         return found
 
-    def deadline_for(self, origin: str) -> float:
-        """The deadline, in seconds, of a call to ``origin``: its upstream's, else the config's."""
-        return self.settings_for(origin).deadline or self.sizing.deadline
+    def slots_of(self, origin: str) -> Slots | None:
+        """The slots of ``origin`` if it has a pool or a connection out, else None."""
+        return self._slots.get(origin)
 
-    def budget_for(self, stats: Counters) -> RetryBudget:
-        """The retry budget of the upstream ``stats`` counts."""
-        found = self._budgets.get(stats.upstream)
+    def budget_for(self, stats: Counters, config: PoolConfig) -> RetryBudget:
+        """The retry budget of the upstream ``stats`` counts, for ``config``'s retry settings."""
+        key = (stats.upstream, config.retry_budget, config.retry_budget_min_per_second)
+        found = self._budgets.get(key)
         if found is None:
-            config = self.pool_config
             found = self._budgets.setdefault(
-                stats.upstream,
-                RetryBudget(config.retry_budget, config.retry_budget_min_per_second),
+                key, RetryBudget(config.retry_budget, config.retry_budget_min_per_second)
             )
         return found
 
@@ -200,7 +198,30 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        """A call: tries under the deadline, retries and replay, errors named, the size capped."""
+        """A call under the pools' own policy (see :meth:`call`)."""
+        return self.call(
+            request,
+            self.policy,
+            stream=stream,
+            timeout=timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+        )
+
+    def call(
+        self,
+        request: requests.PreparedRequest,
+        policy: Policy,
+        *,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        """A call under ``policy``: tries under the deadline, retries and replay, errors named,
+        the size capped."""
         if self.http_cache is not None:
             stored = self.http_cache.lookup(request)
             if stored is not None:
@@ -209,7 +230,7 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         deadline = _deadline.current()
         token = None
         if deadline is None:  # used without a client's request(): the call is this send
-            deadline = Deadline(self.deadline_for(origin))
+            deadline = Deadline(policy.deadline_for(origin))
             token = _deadline.bind(deadline)
         try:
             stats = self.stats.for_upstream(origin)
@@ -219,10 +240,10 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
                 origin=origin,
                 deadline=deadline,
                 timeout=timeout,
-                settings=self.settings_for(origin),
-                config=self.pool_config,
+                settings=policy.settings_for(origin),
+                config=policy.config,
                 sizing=self.sizing,
-                budget=self.budget_for(stats),
+                budget=self.budget_for(stats, policy.config),
                 stats=stats,
             )
             return call.run(

@@ -37,6 +37,7 @@ from ._fast import session as fast_session
 from ._fast.prepare import Headers, merge_setting, prepare
 from ._mounted import ProcessAdapter
 from ._origins import origin_of
+from ._policy import Policy
 from ._propagation import TRACE_ATTRIBUTE, Propagation
 from ._worker import WorkerPools
 
@@ -99,6 +100,7 @@ class Client(requests.Session):
         # pools of its own. Every attribute it sets is set here, cheaply.
         self._config = config
         self._pools = pools
+        self._policy: Policy | None = None  # the config's call settings, found on first use
         self.not_after = not_after
         """The incoming request's budget (a ``time.monotonic()`` moment): no call outlives it."""
         self.propagation = propagation
@@ -157,6 +159,17 @@ class Client(requests.Session):
     def request_id(self) -> str | None:
         """The incoming request's id (validated, or fresh), as upstreams allowed to see it get it."""
         return None if self.propagation is None else self.propagation.request_id
+
+    @property
+    def config(self) -> PoolConfig:
+        """The settings this client's calls run under (completed by what the server reported)."""
+        return self._call_policy().config
+
+    def _call_policy(self) -> Policy:
+        found = self._policy
+        if found is None:
+            found = self._policy = _process.policy(self._config)
+        return found
 
     @property
     def pools(self) -> WorkerPools:
@@ -232,8 +245,7 @@ class Client(requests.Session):
     ) -> contextvars.Token[Deadline | None]:
         if seconds is None:
             text = url.decode() if isinstance(url, bytes) else str(url or "")
-            # Config-derived, the same in every process: the process-id check is the adapter's.
-            seconds = (self._pools or self.pools).deadline_for(text)
+            seconds = self._call_policy().deadline_for(origin_of(text))
         return _deadline.bind(_deadline.start_call(seconds, self.not_after))
 
     def merge_environment_settings(
@@ -337,7 +349,7 @@ class Client(requests.Session):
     ) -> Any:
         """Follow redirects under the config's policy (``wsgi_pool._redirects``); requests' signature."""
         pools = self._pools or self.pools
-        config = pools.config
+        config = self.config
         limit = min(self.max_redirects, config.max_redirects)
         own_proxies = {k: v for k, v in (proxies or {}).items() if pools.proxies.get(k) != v}
         history: list[requests.Response] = []

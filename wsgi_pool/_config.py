@@ -53,6 +53,27 @@ SETTINGS_KEY: Final = "WSGI_POOL"
 
 _CONCURRENCY: Final = ("worker_class", "threads", "worker_connections", "worker_timeout", "workers")
 
+POOL_FIELDS: Final = (
+    *_CONCURRENCY,
+    "replicas",
+    "fleet_connections",
+    "pool_maxsize",
+    "pool_connections",
+    "pool_block",
+    "pool_timeout",
+    "idle_timeout",
+    "egress_allow",
+    "egress_deny",
+    "egress_deny_private",
+    "trust_env",
+    "proxies",
+    "http_cache_bytes",
+    "http_cache_entry_bytes",
+    "prometheus",
+    "metrics_path",
+)
+"""The settings that shape a process's pools; the others shape each call (``_policy``)."""
+
 
 def _setting(default: Any, doc: str, parse: Callable[[str], Any]) -> Any:
     """A config field whose documentation and environment parser live on the field."""
@@ -403,6 +424,13 @@ class PoolConfig:
             max_response_bytes=_first(override.max_response_bytes, self.max_response_bytes),
             propagate=_first(override.propagate, self.propagate),
             ca_bundle=_first(override.ca_bundle, self.ca_bundle),
+        )
+
+    def pool_shape(self) -> tuple[object, ...]:
+        """The values of :data:`POOL_FIELDS`: configs equal in these share one set of pools."""
+        return tuple(
+            tuple(sorted(value.items())) if isinstance(value, Mapping) else value
+            for value in (getattr(self, name) for name in POOL_FIELDS)
         )
 
     def completed_by(self, server: ServerReport | None) -> PoolConfig:

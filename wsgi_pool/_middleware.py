@@ -73,7 +73,7 @@ class PoolMiddleware:
 def bind_client(environ: Any, pools: WorkerPools, config: PoolConfig | None) -> Client:
     """A request-scoped client for the request whose WSGI environ (Django: ``META``) this is:
     its id and trace context, its budget; left in the environ under :data:`ENVIRON_KEY`."""
-    settings = pools.config
+    settings = _process.policy(config).config
     propagation = _propagation.from_environ(environ, settings.request_id_header)
     environ[REQUEST_ID_KEY] = propagation.request_id
     client = environ[ENVIRON_KEY] = Client(

@@ -53,8 +53,14 @@ class ProcessAdapter(ReadOnly, requests.adapters.BaseAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        return self.pools.adapter.send(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        return self.pools.adapter.call(
+            request,
+            _process.policy(self.config),
+            stream=stream,
+            timeout=timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
         )
 
     def close(self) -> None:

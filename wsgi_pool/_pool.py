@@ -4,6 +4,9 @@ What a urllib3 pool does not do, added here where it can be done right:
 
 - **a bounded wait** for a free connection (requests never passes a pool timeout), cut short
   by the call's deadline; waits are counted, and one the deadline ended is told apart;
+- **one bound per upstream** (:class:`Slots`): ``pool_maxsize`` connections in use to an
+  upstream, counted across every urllib3 pool made for it, so one evicted by
+  ``pool_connections`` while its connections are in use does not let a new one exceed it;
 - **client-side idle expiry**: a connection idle longer than ``idle_timeout`` is closed when
   taken, not reused (the server may be closing it right now);
 - **the watchdog**: while a connection carries a call, the process's watchdog holds it with
@@ -19,8 +22,9 @@ tool replaced urllib3's (vcrpy): then theirs, so the tool sees every connection.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import urllib3.connectionpool
@@ -51,20 +55,55 @@ class DeadlineWhileWaiting(EmptyPoolError):
     """The deadline, not ``pool_timeout``, ended the wait for a free connection."""
 
 
+class Slots:
+    """The connections one upstream may have in use in one process's pools (``pool_maxsize``).
+
+    Shared by every urllib3 pool made for the upstream: a pool evicted while its connections
+    are in use keeps holding their slots until they come back. Mutable state: ``in_use``,
+    changed only under ``_lock``; the semaphore is its own.
+    """
+
+    __slots__ = ("__weakref__", "_free", "_lock", "in_use", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.in_use = 0
+        self._free = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+
+    def take(self, wait: float) -> bool:
+        """Take a slot, waiting at most ``wait`` seconds; False if none came free."""
+        got = self._free.acquire(timeout=wait) if wait > 0 else self._free.acquire(blocking=False)
+        if got:
+            with self._lock:
+                self.in_use += 1
+        return got
+
+    def give(self) -> None:
+        """Give a slot back."""
+        with self._lock:
+            self.in_use -= 1
+        self._free.release()
+
+
 class HTTPPool(Exchange, HTTPConnectionPool):
     """urllib3's pool, with the wait, idle expiry, watchdog and try record above."""
 
     wp_checked: tuple[Any, Any] | None = None  # the verify and cert requests checked it for
-    wp_connection_class: type[Any]  # set per process by pool_classes, as are the four below
+    wp_connection_class: type[Any]  # set per process by pool_classes, as are the five below
     pool_wait: float = 0.0
     idle_timeout: float = 0.0
     watchdog: Watchdog
     registry: Registry
+    slots_for: Callable[[str], Slots]
     stats: Counters
+    slots: Slots | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.stats = self.registry.for_upstream(pool_origin(self.scheme, self.host, self.port))
+        origin = pool_origin(self.scheme, self.host, self.port)
+        self.stats = self.registry.for_upstream(origin)
+        self.slots = type(self).slots_for(origin) if self.block else None
 
     @property
     def ConnectionCls(self) -> Any:  # type: ignore[override]  # urllib3's is a class attribute
@@ -80,11 +119,15 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         short = remaining is not None and remaining < wait
         if remaining is not None and short:
             wait = max(remaining, 0.0)
-        queue = self.pool
-        if self.block and queue is not None and queue.empty():  # no free slot: a wait
-            conn = self._waited_for(wait, short=short)
+        slots = self.slots
+        if slots is None:  # pool_block=False: no bound, urllib3 opens and discards extra ones
+            conn = super()._get_conn(wait)
         else:
-            conn = self._taken(wait, short=short)
+            if not slots.take(0):  # no free slot: a wait, counted
+                self._wait_for_slot(slots, wait, short=short)
+            # A slot is ours, so the queue has a place for us. Should this fail (the pool was
+            # closed meanwhile), urllib3's caller gives the slot back with _put_conn(None).
+            conn = super()._get_conn(wait)
         if getattr(conn, "sock", None) is not None:
             attempt = _attempt.current()
             if attempt is not None and attempt.fresh:
@@ -94,28 +137,25 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 self.stats.add("idle_expired")
         return conn
 
-    def _waited_for(self, wait: float, *, short: bool) -> BaseHTTPConnection:
+    def _wait_for_slot(self, slots: Slots, wait: float, *, short: bool) -> None:
         stats = self.stats
         stats.add("waiting")
         started = time.monotonic()
         got = False
         try:
-            conn = self._taken(wait, short=short)
-            got = True
-            return conn
+            got = slots.take(wait)
         finally:
             stats.add("waiting", -1)
             stats.waited(time.monotonic() - started, got=got)
-
-    def _taken(self, wait: float, *, short: bool) -> BaseHTTPConnection:
-        try:
-            return super()._get_conn(wait)
-        except EmptyPoolError as exc:
+        if not got:
+            message = "Pool reached maximum size and no more connections are allowed."
             if short:  # the deadline, not pool_timeout, ended the wait
-                raise DeadlineWhileWaiting(self, str(exc)) from None
-            raise
+                raise DeadlineWhileWaiting(self, message)
+            raise EmptyPoolError(self, message)
 
     def _put_conn(self, conn: Any) -> None:
+        if self.slots is not None:
+            self.slots.give()
         if conn is not None:
             self.watchdog.disarm(conn)
             conn.wp_idle_since = time.monotonic()
@@ -166,19 +206,22 @@ class HTTPSPool(HTTPPool, HTTPSConnectionPool):  # type: ignore[override]  # Con
 
 
 def pool_classes(
+    *,
     wait: float,
     idle_timeout: float,
     watchdog: Watchdog,
     egress: EgressPolicy | None,
     registry: Registry,
+    slots_for: Callable[[str], Slots],
 ) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes bound to one process's settings, watchdog, egress policy and stats."""
+    """urllib3 pool classes bound to one process's settings, watchdog, egress policy, stats and slots."""
     plain, tls = connection_classes(egress)
     settings = {
         "pool_wait": wait,
         "idle_timeout": idle_timeout,
         "watchdog": watchdog,
         "registry": registry,
+        "slots_for": staticmethod(slots_for),
     }
     return {
         "http": type("HTTPConnectionPool", (HTTPPool,), {**settings, "wp_connection_class": plain}),

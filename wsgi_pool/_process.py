@@ -17,11 +17,13 @@ import importlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from . import _deadline
 from ._config import PoolConfig
+from ._policy import Policy
 from ._servers import ServerReport, uwsgi_report
 
 if TYPE_CHECKING:
@@ -32,19 +34,26 @@ logger = logging.getLogger("wsgi_pool")
 getpid: Callable[[], int] = os.getpid
 """The process-id source; tests replace it to fake a fork."""
 
+MAX_POOL_SETS: Final = 8
+"""Sets of pools one process keeps (one per pool shape, ``PoolConfig.pool_shape``); past that
+the least recently built is closed (its connections in use close when they come back)."""
+
+MAX_POLICIES: Final = 256
+"""Configs whose call settings are kept worked out; past that the memory starts again."""
+
 
 class _ProcessPools:
-    """The pools one process built, one set per effective config.
+    """The pools one process built, one set per pool shape, oldest first.
 
-    Mutable state: ``by_config``, changed only under ``lock``; read without it.
+    Mutable state: ``by_shape``, changed only under ``lock``; read without it.
     """
 
-    __slots__ = ("by_config", "lock", "pid")
+    __slots__ = ("by_shape", "lock", "pid")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.lock = threading.Lock()
-        self.by_config: dict[PoolConfig, WorkerPools] = {}
+        self.by_shape: OrderedDict[tuple[object, ...], WorkerPools] = OrderedDict()
 
 
 # Module state. ``_by_pid`` holds at most one entry, this process's; ``dict.setdefault`` makes
@@ -53,7 +62,8 @@ class _ProcessPools:
 # gunicorn hooks reported about this worker's concurrency; ``_env_default`` caches the
 # ``WSGI_POOL_*`` settings, read once per process; ``_completed`` maps a config (None: the
 # default) to itself completed by ``_server``, and is emptied whenever ``_server`` changes.
-# ``_factories`` are the extension factories, registered at import.
+# ``_factories`` are the extension factories, registered at import; ``_policies`` the call
+# settings of each effective config, emptied with ``_completed``.
 _by_pid: dict[int, _ProcessPools] = {}
 _inherited: list[_ProcessPools] = []
 _server: ServerReport | None = None
@@ -61,6 +71,7 @@ _env_default: PoolConfig | None = None
 _completed: dict[PoolConfig | None, PoolConfig] = {}
 _master: int | None = None  # the gunicorn master's process id (on_starting), if known
 _factories: list[ExtensionFactory] = []
+_policies: dict[PoolConfig, Policy] = {}
 
 
 def register(factory: ExtensionFactory) -> None:
@@ -84,7 +95,7 @@ def _set_aside_foreign(pid: int) -> None:
         found for other in list(_by_pid) if other != pid and (found := _by_pid.pop(other, None))
     ]
     for process in foreign:  # None popped: another thread set it aside first
-        for pools in list(process.by_config.values()):
+        for pools in list(process.by_shape.values()):
             pools.retire()  # a client that cached them looks again (no lock: a fork may hold it)
     _inherited.extend(foreign)
 
@@ -101,6 +112,7 @@ def record_server(server: ServerReport | None) -> None:
     global _server
     _server = server
     _completed.clear()
+    _policies.clear()
 
 
 def record_master(pid: int | None) -> None:
@@ -137,17 +149,45 @@ def effective(config: PoolConfig | None) -> PoolConfig:
     return found
 
 
-def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
-    """This process's pools for ``config`` (default: the ``WSGI_POOL_*`` settings), built on first use."""
+def policy(config: PoolConfig | None) -> Policy:
+    """The call settings of ``config`` (None: the ``WSGI_POOL_*`` settings), completed by the server."""
     settings = effective(config)
+    found = _policies.get(settings)
+    if found is None:
+        if len(_policies) >= MAX_POLICIES:
+            _policies.clear()
+        found = _policies.setdefault(settings, Policy(settings))
+    return found
+
+
+def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
+    """This process's pools for ``config`` (default: the ``WSGI_POOL_*`` settings), built on first use.
+
+    Configs that shape pools alike share them (each call keeps its own settings); at most
+    :data:`MAX_POOL_SETS` sets are kept, the least recently built closed first.
+    """
+    settings = effective(config)
+    shape = settings.pool_shape()
     process = _this_process()
-    pools = process.by_config.get(settings)
+    pools = process.by_shape.get(shape)
     if pools is None:
+        retired = None
         with process.lock:
-            pools = process.by_config.get(settings)
+            pools = process.by_shape.get(shape)
             if pools is None:  # pragma: no branch  (else: another thread built them meanwhile)
                 pools = _build(settings, process.pid)
-                process.by_config[settings] = pools
+                process.by_shape[shape] = pools
+                if len(process.by_shape) > MAX_POOL_SETS:
+                    retired = process.by_shape.popitem(last=False)[1]
+        if retired is not None:
+            logger.warning(
+                "pid %d: more than %d different pool settings in one process (a PoolConfig "
+                "made per call?): the oldest pools are closed; pass per-call settings in one "
+                "config's upstreams, or vary only per-call settings (they share pools)",
+                process.pid,
+                MAX_POOL_SETS,
+            )
+            retired.close()
     return pools
 
 
@@ -195,8 +235,8 @@ def close_process_pools() -> int:
     if process is None:
         return 0
     with process.lock:
-        closing = list(process.by_config.values())
-        process.by_config.clear()
+        closing = list(process.by_shape.values())
+        process.by_shape.clear()
     for pools in closing:
         pools.close()
     _deadline.close_watchdog()
@@ -206,4 +246,4 @@ def close_process_pools() -> int:
 def built_here() -> list[WorkerPools]:
     """The pools this process built, without building any."""
     process = _by_pid.get(getpid())
-    return list(process.by_config.values()) if process is not None else []
+    return list(process.by_shape.values()) if process is not None else []

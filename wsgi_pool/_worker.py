@@ -107,8 +107,8 @@ class WorkerPools(ReadOnly):
         return bypasses(self.no_proxy, host)
 
     def deadline_for(self, url: str) -> float:
-        """The deadline, in seconds, of a call to ``url`` (its upstream's setting, else the config's)."""
-        return self.adapter.deadline_for(origin_of(url))
+        """The deadline, in seconds, of a call to ``url`` under these pools' own config."""
+        return self.adapter.policy.deadline_for(origin_of(url))
 
     def close(self) -> None:
         """Close every idle pooled connection and the extensions; connections in use close when returned."""
@@ -122,6 +122,7 @@ class WorkerPools(ReadOnly):
         """Per upstream (``scheme://host:port``): what its calls and connections did, and the
         connections in use and idle now. Upstreams past the registry's bound are under ``"other"``."""
         gauges: dict[str, list[int]] = {}
+        counted: set[int] = set()
         for manager in self.adapter.managers():
             for pool in live_pools(manager):
                 queue, stats = pool.pool, getattr(pool, "stats", None)
@@ -130,10 +131,15 @@ class WorkerPools(ReadOnly):
                 # Other threads take and return connections meanwhile: read under the queue's
                 # lock. gevent's queue has none, and needs none (no switch while copying).
                 with getattr(queue, "mutex", None) or contextlib.nullcontext():
-                    slots = list(queue.queue)
+                    kept = list(queue.queue)
                 found = gauges.setdefault(stats.upstream, [0, 0])
-                found[0] += max(self.sizing.pool_maxsize - len(slots), 0)
-                found[1] += sum(1 for conn in slots if conn is not None and conn.sock is not None)
+                slots = getattr(pool, "slots", None)
+                if slots is None:  # not bounded (pool_block=False): what this pool lent out
+                    found[0] += max(self.sizing.pool_maxsize - len(kept), 0)
+                elif id(slots) not in counted:  # every pool of the upstream, evicted ones too
+                    counted.add(id(slots))
+                    found[0] += slots.in_use
+                found[1] += sum(1 for conn in kept if conn is not None and conn.sock is not None)
         return {
             stats.upstream: stats.snapshot(*gauges.get(stats.upstream, [0, 0]))
             for stats in self.adapter.stats.all()
