@@ -41,8 +41,12 @@ class Peer:
         self.buffer = b""
         self.handled = 0
 
-    def read_request(self) -> Seen | None:
-        """The next request on this connection, or None when the client closed it."""
+    def read_request(self, *, body: bool = True) -> Seen | None:
+        """The next request on this connection, or None when the client closed it.
+
+        With ``body=False`` only the head is read (and recorded, with an empty body): the
+        script reads the body itself, with :meth:`read_slowly`.
+        """
         while b"\r\n\r\n" not in self.buffer:
             chunk = self._recv()
             if not chunk:
@@ -55,21 +59,40 @@ class Peer:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding") == "chunked":
+        if not body:
+            found_body = b""
+        elif headers.get("transfer-encoding") == "chunked":
             found = self._chunked_body()
             if found is None:
                 return None
-            body = found
+            found_body = found
         else:
             length = int(headers.get("content-length", "0"))
             if not self._fill(length):
                 return None
-            body, self.buffer = self.buffer[:length], self.buffer[length:]
-        seen = Seen(method, path, headers, body, self.index, raw=head + b"\r\n\r\n" + body)
+            found_body, self.buffer = self.buffer[:length], self.buffer[length:]
+        seen = Seen(
+            method, path, headers, found_body, self.index, raw=head + b"\r\n\r\n" + found_body
+        )
         with self.server.lock:
             self.server.seen.append(seen)
         self.handled += 1
         return seen
+
+    def read_slowly(self, length: int, chunk: int, every: float) -> int:
+        """Read ``length`` bytes of a body, ``chunk`` at a time, ``every`` seconds apart; how
+        many came before the client closed (or the server stopped)."""
+        got = min(len(self.buffer), length)
+        self.buffer = self.buffer[got:]
+        while got < length and not self.server.stopping.wait(every):
+            try:
+                data = self.sock.recv(min(chunk, length - got))
+            except (OSError, ssl.SSLError):
+                return got
+            if not data:
+                return got
+            got += len(data)
+        return got
 
     def _fill(self, length: int) -> bool:
         """Read until the buffer holds ``length`` bytes; False if the client closed first."""

@@ -30,6 +30,7 @@ from urllib3 import HTTPConnectionPool
 from . import _deadline
 from ._call import Call
 from ._config import PoolConfig
+from ._connection import release_copies
 from ._deadline import Deadline, Watchdog
 from ._egress import EgressPolicy
 from ._errors import SharedStateError
@@ -108,6 +109,7 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         self._budgets: dict[tuple[str, float, float], RetryBudget] = {}
         self._slots: weakref.WeakValueDictionary[str, Slots] = weakref.WeakValueDictionary()
         self._keys = PoolKeys()
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pool_classes = pool_classes(
             wait=sizing.pool_timeout,
             idle_timeout=config.idle_timeout,
@@ -115,6 +117,7 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
             egress=EgressPolicy.from_config(config),
             registry=stats,
             slots_for=self._slots_for,
+            made=self._connections,
         )
         super().__init__(
             pool_connections=sizing.pool_connections,
@@ -154,6 +157,11 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
             for pool in live_pools(manager):
                 pool.close()
         super().close()  # what requests' close() does: forget the pools
+
+    def release_copies(self) -> int:
+        """In a forked child: close the child's copies of every connection's socket (see
+        ``_connection.release_copies``); how many were closed."""
+        return release_copies(self._connections)
 
     def managers(self) -> list[Any]:
         """The urllib3 pool managers: the direct one, and one per proxy."""

@@ -377,6 +377,7 @@ class Client(requests.Session):
                 keep=config.redirect_headers,
                 cookies=self.cookies,
             )
+            _redirects.rewind(prepared)
             hop_proxies = self.merge_environment_settings(url, own_proxies, None, None, None)
             req = prepared
             if yield_requests:

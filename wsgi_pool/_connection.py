@@ -14,13 +14,19 @@ urllib3's connections with three things added:
   the response instead of keeping it;
 - the fast path's request writer and head reader (``_fast.request``, ``_fast.head``), each
   taken only while the seams it skips are intact.
+
+Every connection a process's pools made is known (weakly), so that a forked child can
+close its copies of their sockets (:func:`release_copies`) without touching the parent's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +35,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util.connection import allowed_gai_family
 
 from . import _deadline
+from ._deadline import os_socket
 from ._egress import EgressPolicy
 from ._fast import seams
 from ._fast.head import FastHead
@@ -71,17 +78,17 @@ class Response(FastHead):
             _read_headers(self.fp)  # the interim answer's head, dropped
 
     def _framing_in_doubt(self) -> bool:
+        """RFC 9112, 6.3: a Transfer-Encoding wins over a Content-Length (both: a request
+        smuggler's favourite, the connection is not reused), and one that does not end in
+        chunked is read until the connection closes."""
         encoding = self.msg.get("transfer-encoding")
         if encoding is None:
             return False
-        if self.msg.get("content-length") is not None:
-            return True  # both: a request smuggler's favourite; never reuse the connection
-        final = encoding.rpartition(",")[2].strip().lower()
-        if final != "chunked":
+        if encoding.rpartition(",")[2].strip().lower() != "chunked":
             this: Any = self
-            this.length = None  # RFC 9112, 6.3: read until the connection closes
+            this.length = None
             return True
-        return False
+        return self.msg.get("content-length") is not None
 
 
 class Refused(Exception):
@@ -98,8 +105,14 @@ class Pooled(_Base):
 
     wp_idle_since: float = 0.0
     wp_sent: bool = False  # a request went out on it since it was taken from the pool
-    egress: EgressPolicy | None = None  # set per process by _pool.pool_classes
+    wp_kept: bool = False  # it was open when taken from the pool
+    egress: EgressPolicy | None = None  # set per process by connection_classes, as is `made`
+    made: weakref.WeakSet[Any]
     response_class = Response
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.made.add(self)
 
     def _new_conn(self) -> socket.socket:
         conn: Any = self  # urllib3's own attributes
@@ -173,9 +186,29 @@ class TLSConnection(Pooled, OneSend, HTTPSConnection):
 
 
 def connection_classes(
-    egress: EgressPolicy | None,
+    egress: EgressPolicy | None, made: weakref.WeakSet[Any]
 ) -> tuple[type[Connection], type[TLSConnection]]:
-    """The connection classes of one process's pools, bound to its egress policy."""
-    plain = type("HTTPConnection", (Connection,), {"egress": egress})
-    tls = type("HTTPSConnection", (TLSConnection,), {"egress": egress})
+    """The connection classes of one process's pools, bound to its egress policy; each
+    connection they make is added to ``made``."""
+    settings = {"egress": egress, "made": made}
+    plain = type("HTTPConnection", (Connection,), settings)
+    tls = type("HTTPSConnection", (TLSConnection,), settings)
     return plain, tls
+
+
+def release_copies(made: weakref.WeakSet[Any]) -> int:
+    """In a forked child: close the child's copies of these connections' sockets; how many.
+
+    Only this process's descriptor is closed (detached from its socket object first, so
+    nothing closes it twice): the connection stays open for the parent, which still holds
+    its own, and no TLS close or shutdown reaches the upstream.
+    """
+    released = 0
+    for conn in list(made):
+        sock = os_socket(getattr(conn, "sock", None))
+        if sock is None or sock.fileno() == -1:
+            continue
+        with contextlib.suppress(OSError):
+            os.close(sock.detach())
+            released += 1
+    return released

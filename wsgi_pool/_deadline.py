@@ -231,7 +231,7 @@ class Watchdog:
 
     def _cut(self, deadline: Deadline, conn: Tracked) -> None:
         deadline.expired = True
-        sock = _os_socket(conn.sock)
+        sock = os_socket(conn.sock)
         if sock is None:
             return
         self.cuts += 1
@@ -257,8 +257,9 @@ class Watchdog:
         return len(self._armed)
 
 
-def _os_socket(sock: Any) -> socket.socket | None:
-    """The OS socket under ``sock``: itself, or the one under urllib3's TLS-in-TLS transport."""
+def os_socket(sock: Any) -> socket.socket | None:
+    """The OS socket under ``sock``: itself (an SSLSocket is one), or the one under urllib3's
+    TLS-in-TLS transport."""
     for _ in range(4):  # a proxy's TLS inside another: at most a few layers
         if sock is None or isinstance(sock, socket.socket):
             return sock

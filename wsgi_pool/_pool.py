@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -135,6 +136,8 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             elif time.monotonic() - getattr(conn, "wp_idle_since", 0.0) > self.idle_timeout:
                 conn.close()  # idle too long: the server may be closing it right now
                 self.stats.add("idle_expired")
+        # Kept: open before this call took it (a tunnel through a proxy opens after this).
+        conn.wp_kept = getattr(conn, "sock", None) is not None  # type: ignore[attr-defined]
         return conn
 
     def _wait_for_slot(self, slots: Slots, wait: float, *, short: bool) -> None:
@@ -181,7 +184,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         deadline = _deadline.current()
         if deadline is not None:  # pragma: no branch  (the adapter binds one for every call)
             self.watchdog.arm(deadline, conn)
-        reused = getattr(conn, "sock", None) is not None
+        reused = getattr(conn, "wp_kept", False) and getattr(conn, "sock", None) is not None
         attempt = _attempt.current()
         if attempt is not None:
             attempt.reused = reused
@@ -213,9 +216,11 @@ def pool_classes(
     egress: EgressPolicy | None,
     registry: Registry,
     slots_for: Callable[[str], Slots],
+    made: weakref.WeakSet[Any],
 ) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes bound to one process's settings, watchdog, egress policy, stats and slots."""
-    plain, tls = connection_classes(egress)
+    """urllib3 pool classes bound to one process's settings, watchdog, egress policy, stats and
+    slots; the connections they make are added to ``made``."""
+    plain, tls = connection_classes(egress, made)
     settings = {
         "pool_wait": wait,
         "idle_timeout": idle_timeout,

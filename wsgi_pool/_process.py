@@ -3,8 +3,10 @@
 A process's pools are found by its process id, checked on every access. A forked child
 (gunicorn worker, ``os.fork``, uWSGI with or without ``py-call-osafterfork``) finds no pools
 under its own id and builds fresh ones. What it inherited is moved aside and kept, never
-used, never closed and never shut down: the parent may still be using those sockets, and a
-lock inside them may have been held by a parent thread at the moment of the fork.
+used, never shut down and never closed as a pool: the parent may still be using those
+sockets, and a lock inside them may have been held by a parent thread at the moment of the
+fork. Only the child's copies of the socket descriptors are closed, so a long-lived child
+does not keep the parent's connections open at the upstream.
 
 Extensions (Prometheus, OpenTelemetry, the HTTP cache) are attached to each process's pools
 by the factories registered here (:func:`register`); the package registers its own, so this
@@ -97,6 +99,7 @@ def _set_aside_foreign(pid: int) -> None:
     for process in foreign:  # None popped: another thread set it aside first
         for pools in list(process.by_shape.values()):
             pools.retire()  # a client that cached them looks again (no lock: a fork may hold it)
+            pools.release_copies()  # the upstream sees the parent's connections, not ours
     _inherited.extend(foreign)
 
 

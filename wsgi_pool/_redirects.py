@@ -10,7 +10,8 @@ origin, and each redirect body is read and decoded in full. Here, hop by hop:
   a request body to another origin is refused, as is one from https to http or to a scheme
   other than http(s); hooks an auth object registered (digest auth answers a 401 with the
   credentials) are dropped;
-- a hop within the origin behaves as in requests (the method rewrite of 301/302/303, cookies);
+- a hop within the origin behaves as in requests (the method rewrite of 301/302/303, cookies,
+  a file body rewound for a 307 or 308);
 - a redirect's body is discarded unread: up to 64 KiB of raw bytes are drained so its
   connection can be reused, more than that and the connection is closed;
 - at most ``max_redirects`` hops, then :class:`TooManyRedirects`.
@@ -26,7 +27,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import requests
 from requests.auth import AuthBase
 from requests.cookies import RequestsCookieJar, extract_cookies_to_jar, merge_cookies
-from requests.utils import requote_uri
+from requests.utils import requote_uri, rewind_body
 from urllib3.exceptions import HTTPError
 
 from ._failures import RedirectRefused
@@ -106,6 +107,16 @@ def shape_hop(
         event: [hook for hook in hooks if not isinstance(getattr(hook, "__self__", None), AuthBase)]
         for event, hooks in prepared.hooks.items()
     }
+
+
+def rewind(prepared: requests.PreparedRequest) -> None:
+    """Rewind a file body that goes on to the next hop, as requests does (else the hop waits
+    for a body already sent)."""
+    headers = prepared.headers
+    if prepared._body_position is not None and (
+        "Content-Length" in headers or "Transfer-Encoding" in headers
+    ):
+        rewind_body(prepared)
 
 
 def _drop(headers: MutableMapping[str, Any], names: Iterable[str]) -> None:

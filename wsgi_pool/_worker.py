@@ -98,6 +98,13 @@ class WorkerPools(ReadOnly):
         """No client may take these pools any more; the next call finds (or builds) others."""
         object.__setattr__(self, "retired", True)
 
+    def release_copies(self) -> int:
+        """In a process forked from the one that built them: close this process's copies of
+        their sockets, leaving the connections to the parent; how many were closed."""
+        if self.pid == os.getpid():
+            return 0  # not a copy: these are this process's own
+        return self.adapter.release_copies()
+
     def extension(self, kind: type[_E]) -> _E | None:
         """The attached extension of class ``kind``, if any."""
         return next((e for e in self.extensions if isinstance(e, kind)), None)

@@ -21,7 +21,8 @@
   the worker's own process; does nothing in any other process.
 - ``child_exit`` (master, after a worker is reaped): with ``PROMETHEUS_MULTIPROC_DIR`` set,
   takes the dead worker's gauges out of the Prometheus sums (prometheus_client's
-  ``mark_process_dead``). Imports no requests.
+  ``mark_process_dead``) and moves its counters into one archive file per kind, so the
+  directory does not grow with every recycled worker. Imports no requests.
 
 Each is a plain function with the exact arity gunicorn checks. If your configuration
 already defines one of these hooks, call ours from yours.
@@ -79,9 +80,10 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Master, after a worker is reaped: its gauges leave the Prometheus multiprocess sums."""
+    """Master, after a worker is reaped: its gauges leave the Prometheus multiprocess sums, and
+    its counters move into the archive files (the sums stay; the files do not pile up)."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory and importlib.util.find_spec("prometheus_client") is not None:
-        from prometheus_client import multiprocess  # noqa: PLC0415  (optional, master only)
+        from ._multiproc import retire_worker  # noqa: PLC0415  (optional, master only)
 
-        multiprocess.mark_process_dead(worker.pid, directory)  # type: ignore[no-untyped-call]
+        retire_worker(worker.pid, directory)

@@ -45,6 +45,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from ._multiproc import collector
 from ._stats import BUCKETS, Sink
 from ._worker import Extension
 
@@ -171,11 +172,11 @@ def refresh_gauges(pools: WorkerPools) -> None:
 
 def registry() -> Any:
     """The registry to expose: every worker's files in multiprocess mode, else this process's."""
-    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess  # noqa: PLC0415
+    from prometheus_client import REGISTRY, CollectorRegistry  # noqa: PLC0415
 
     if os.environ.get(MULTIPROCESS_ENV):
         found = CollectorRegistry()
-        multiprocess.MultiProcessCollector(found)  # type: ignore[no-untyped-call]
+        collector(found)
         return found
     return REGISTRY
 
