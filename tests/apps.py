@@ -34,6 +34,10 @@ def view(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     elif path == "/_pools":  # how this process's pools were sized
         sizing = client_from(environ).pools.sizing
         body = json.dumps({"pid": os.getpid(), "pool_maxsize": sizing.pool_maxsize}).encode()
+    elif path == "/_stats":  # statistics and repr of this process's pools (gevent included)
+        pools = client_from(environ).pools
+        found = {name: counts.as_dict() for name, counts in pools.stats().items()}
+        body = json.dumps({"repr": repr(pools), "stats": found}).encode()
     elif path == "/fleet":  # one call the upstream holds for 50 ms: concurrent calls overlap
         body = client_from(environ).get(f"{UPSTREAM_URL}/fleet?delay=0.05").content
     elif path == "/seen":

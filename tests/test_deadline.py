@@ -14,6 +14,7 @@ import requests
 
 import wsgi_pool
 from tests.harness import FAST, Harness, always, drip_body, drip_headers, never_answer
+from tests.support import wait_until
 from wsgi_pool import (
     ConfigError,
     DeadlineExceeded,
@@ -252,3 +253,88 @@ def test_deadline_and_watchdog_bookkeeping() -> None:
     third = Deadline(1)
     watchdog.arm(third, conn)
     assert watchdog.pending == 0
+
+
+class _Breaking:
+    """A connection whose socket cannot even be looked at."""
+
+    @property
+    def sock(self) -> socket.socket:
+        raise TypeError("not a socket")
+
+
+def test_the_watchdog_survives_a_cut_that_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """A cut that raises is logged; the watchdog goes on and cuts the next connection due."""
+    left, right = socket.socketpair()
+    try:
+
+        class Conn:
+            sock = left
+
+        watchdog = Watchdog()
+        first, second = Deadline(0.05), Deadline(0.2)
+        watchdog.arm(first, _Breaking())
+        watchdog.arm(second, Conn())
+        assert wait_until(lambda: second.expired)
+        assert first.expired
+        assert watchdog.cuts == 1
+        assert left.recv(1) == b""  # shut down: a reader blocked on it would wake
+        assert "the deadline watchdog failed" in caplog.text
+        watchdog.close()
+    finally:
+        left.close()
+        right.close()
+
+
+def test_a_stopped_watchdog_thread_is_started_again() -> None:
+    """Whatever ends the watchdog's thread, the next armed call starts a new one and is cut."""
+    watchdog = Watchdog()
+
+    class Conn:
+        sock = None
+
+    watchdog.arm(Deadline(60), Conn())
+    first = watchdog._thread
+    assert first is not None
+    with watchdog._cond:  # the thread ends as if something had stopped it
+        watchdog._stopped = True
+        watchdog._cond.notify()
+    first.join(5)
+    assert watchdog._thread is None
+    watchdog._stopped = False
+    deadline = Deadline(0.05)
+    watchdog.arm(deadline, Conn())
+    assert watchdog._thread is not first
+    assert wait_until(lambda: deadline.expired)
+    watchdog.close()
+
+
+def test_the_os_socket_under_layers_of_tls() -> None:
+    """The watchdog finds the OS socket under a TLS-in-TLS transport, and gives up past a few layers."""
+    from wsgi_pool._deadline import os_socket  # noqa: PLC0415
+
+    class Layer:
+        def __init__(self, inner: Any) -> None:
+            self.socket = inner
+
+    left, right = socket.socketpair()
+    try:
+        assert os_socket(Layer(Layer(left))) is left
+        assert os_socket(None) is None
+        assert os_socket(Layer(Layer(Layer(Layer(Layer(left)))))) is None
+    finally:
+        left.close()
+        right.close()
+
+
+def test_a_connect_outside_a_call_keeps_its_whole_timeout() -> None:
+    """With no call's deadline bound (a pool used directly), an address gets the connect timeout."""
+    from wsgi_pool._connection import _share  # noqa: PLC0415
+
+    assert _share(5.0, 3) == 5.0
+    token = wsgi_pool._deadline.bind(Deadline(3.0))
+    try:
+        assert _share(5.0, 3) == pytest.approx(1.0, abs=0.05)
+        assert _share(None, 2) == pytest.approx(1.5, abs=0.05)
+    finally:
+        wsgi_pool._deadline.unbind(token)

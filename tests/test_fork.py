@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+import requests
 
 import wsgi_pool
+from tests.support import wait_until
 from wsgi_pool import (
     Client,
+    PoolConfig,
     WorkerPools,
     _process,
 )
@@ -123,3 +126,57 @@ def test_the_environment_settings_are_read_once_per_process(
     _process.record_server(ServerReport(worker_class="gthread", threads=5))
     assert wsgi_pool.client().pools.sizing.pool_maxsize == 3
     assert wsgi_pool.client().pools.config.threads == 5
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_lets_go_of_the_parents_connections(upstream: Upstream) -> None:
+    """A child forked while the parent keeps a connection (multiprocessing in a handler) holds
+    no copy of it: when the parent closes its pools, the upstream sees the connection close,
+    the child still alive."""
+    http = wsgi_pool.client()
+    http.get(f"{upstream.url}/warm")
+    assert upstream.stats().open_connections == 1
+    release, hold = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover  (the child: waits, and leaves without cleanup)
+        os.close(hold)
+        os.read(release, 1)
+        os._exit(0)
+    os.close(release)
+    try:
+        _process.close_process_pools()
+        assert wait_until(lambda: upstream.stats().open_connections == 0, timeout=3)
+    finally:
+        os.write(hold, b"x")
+        os.close(hold)
+        os.waitpid(child, 0)
+
+
+def test_releasing_copies_closes_only_this_processs_descriptors(upstream: Upstream) -> None:
+    """What a forked child runs, run here on pools marked as another process's: each open
+    connection's descriptor is closed here (detached first, so nothing closes it twice); pools
+    of this process are left alone."""
+    http = wsgi_pool.client()
+    http.get(f"{upstream.url}/warm")
+    own = http.pools
+    assert own.release_copies() == 0  # this process's own: untouched
+    foreign = wsgi_pool.WorkerPools(PoolConfig(), pid=os.getpid() + 100000)
+    with wsgi_pool.Client(pools=foreign) as copy:
+        copy.pools  # noqa: B018  (the pools as this client sees them)
+        answer = foreign.adapter.send(requests.Request("GET", f"{upstream.url}/copy").prepare())
+        assert answer.content  # read: its connection is back in the pool, idle
+    assert foreign.release_copies() == 1
+    assert foreign.release_copies() == 0  # detached: never closed twice
+    assert wait_until(lambda: upstream.stats().open_connections == 1)  # ours stays open
+    foreign.close()
+
+
+def test_a_child_forgets_the_parents_watchdog() -> None:
+    """After a fork the child makes its own watchdog (the parent's thread is not in it)."""
+    from wsgi_pool import _deadline  # noqa: PLC0415
+
+    parent = _deadline.watchdog()
+    _deadline._forget_after_fork()  # as the at-fork hook does in a child
+    child = _deadline.watchdog()
+    assert child is not parent
+    parent.close()

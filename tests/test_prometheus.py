@@ -6,6 +6,8 @@ import http.client
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -149,6 +151,8 @@ def test_two_workers_metrics_add_up_and_a_dead_workers_gauges_leave(
         while gauges[victim].exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not gauges[victim].exists(), "child_exit left the dead worker's gauges"
+        assert not (directory / f"counter_{victim}.db").exists()  # moved into the archive
+        assert (directory / "counter_archive.db").exists()
         wait_for_sizing_lines(server, 3)  # the replacement worker is up
         after = _metrics(server)
         assert after[("wsgi_pool_call_duration_seconds_count", key)] == calls  # counts stay
@@ -231,16 +235,101 @@ def test_child_exit_removes_a_dead_workers_gauges(
         pid = 4242
 
     gauge = tmp_path / "gauge_livesum_4242.db"
-    counter = tmp_path / "counter_4242.db"
     gauge.write_bytes(b"")
-    counter.write_bytes(b"")
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     hooks.child_exit(None, Worker())
     assert gauge.exists()
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     hooks.child_exit(None, Worker())
     assert not gauge.exists()
-    assert counter.exists()  # a dead worker's counts stay in the sums
+
+
+WORKER = """
+import os, sys
+from prometheus_client import Counter, Histogram
+Counter("jobs", "Jobs.", ["upstream"]).labels("u").inc(int(sys.argv[1]))
+Histogram("took", "Time.", ["upstream"]).labels("u").observe(float(sys.argv[1]) / 10)
+print(os.getpid())
+"""
+
+
+def _exposition(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample the multiprocess files of ``directory`` add up to, rounded (the order of
+    additions changes the last bits of a float sum)."""
+    from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+
+    from wsgi_pool._multiproc import collector  # noqa: PLC0415
+
+    found = CollectorRegistry()
+    collector(found, str(directory))
+    text = generate_latest(found).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): round(sample.value, 9)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_dead_workers_counts_move_to_one_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers that came and went: their counters and histograms end in one file per kind (not
+    one per worker that ever ran), and every sum is what it was."""
+    from wsgi_pool import gunicorn as hooks  # noqa: PLC0415
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    pids = [
+        int(
+            subprocess.run(
+                [sys.executable, "-c", WORKER, str(number)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
+        )
+        for number in (1, 2, 3)
+    ]
+    before = _exposition(tmp_path)
+    assert before[("jobs_total", (("upstream", "u"),))] == 6.0
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for pid in pids:
+        worker = type("Worker", (), {"pid": pid})
+        hooks.child_exit(None, worker())
+    assert _exposition(tmp_path) == before
+    assert sorted(path.name for path in tmp_path.glob("*.db")) == [
+        "counter_archive.db",
+        "histogram_archive.db",
+    ]
+
+
+def test_a_file_retired_while_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's file that vanishes between the listing and the read (retired by the master)
+    does not fail the scrape: the directory is read again."""
+    from prometheus_client import CollectorRegistry, multiprocess  # noqa: PLC0415
+
+    from wsgi_pool._multiproc import READ_TRIES, collector  # noqa: PLC0415
+
+    real = multiprocess.MultiProcessCollector._read_metrics
+    failures = [FileNotFoundError("counter_1.db")] * (READ_TRIES - 1)
+
+    def vanishing(files: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(files)
+
+    monkeypatch.setattr(
+        multiprocess.MultiProcessCollector, "_read_metrics", staticmethod(vanishing)
+    )
+    found = CollectorRegistry()
+    collector(found, str(tmp_path))
+    assert list(found.collect()) == []
+    failures.extend([FileNotFoundError("again")] * READ_TRIES)
+    with pytest.raises(FileNotFoundError):
+        list(found.collect())
 
 
 def test_a_failed_gauge_refresh_is_logged_and_the_next_one_runs(

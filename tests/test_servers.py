@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import types
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import wsgi_pool
-from tests.support import CONF, ROOT, get, run_together, wait_for_sizing_lines
+from tests.support import CONF, ROOT, get, run_together, wait_for_sizing_lines, wait_until
 from wsgi_pool.testing import GunicornServer, Upstream
 
 
@@ -40,6 +42,29 @@ def test_gevent_is_sized_from_worker_connections_with_a_cap(upstream: Upstream) 
         status, _ = get(server, "/?tag=g")
     assert status == 200
     assert "pool_maxsize=100 (gevent worker: worker_connections=500 capped at 100)" in sizing[1]
+
+
+def test_gevent_statistics_metrics_and_the_abort_log_work(upstream: Upstream) -> None:
+    """-k gevent (whose pool queue has no mutex): statistics, repr and /metrics answer, and
+    an aborted worker logs its pools instead of raising."""
+    env = {"UPSTREAM_URL": upstream.url, "WSGI_POOL_METRICS_PATH": "/metrics"}
+    flags = ["-c", CONF, "-k", "gevent", "-w", "1"]
+    with GunicornServer("tests.apps:app", flags, env=env, cwd=str(ROOT)) as server:
+        ((pid, _),) = wait_for_sizing_lines(server, 1)
+        assert get(server, "/?tag=g")[0] == 200
+        status, body = get(server, "/_stats")
+        assert status == 200
+        found = json.loads(body)
+        assert found["stats"][upstream.url]["calls"] == 3
+        assert found["repr"].startswith(f"<WorkerPools pid={pid} ")
+        status, body = get(server, "/metrics")
+        assert status == 200
+        assert f'wsgi_pool_connections_opened_total{{upstream="{upstream.url}"}}'.encode() in body
+        os.kill(int(pid), signal.SIGABRT)
+        assert wait_until(
+            lambda: f"worker {pid} aborted (timeout?) with <WorkerPools" in server.log()
+        )
+    assert "worker_abort" not in server.log()  # gunicorn names a hook only when it raised
 
 
 def test_tornado_worker_keeps_one_connection(upstream: Upstream) -> None:

@@ -79,3 +79,39 @@ def test_stalled_streamed_body_is_a_timeout(harness: Harness) -> None:
     with pytest.raises(UpstreamReadTimeout):
         b"".join(response.iter_content(10))
     harness.assert_intact(http)
+
+
+BAD_TIMEOUTS: list[Any] = [
+    pytest.param("5", id="text"),
+    pytest.param(True, id="bool"),
+    pytest.param(0, id="zero"),
+    pytest.param(-1, id="negative"),
+    pytest.param((1, 2, 3), id="three"),
+    pytest.param((None, "x"), id="text in a tuple"),
+    pytest.param([1, 2], id="list"),
+]
+
+
+@pytest.mark.parametrize("timeout", BAD_TIMEOUTS)
+def test_a_bad_timeout_is_requests_valueerror(timeout: Any) -> None:
+    """Each timeout requests refuses is refused with requests' own ValueError and message."""
+    url = "http://127.0.0.1:9/never-sent"
+    with pytest.raises(ValueError) as theirs:  # noqa: PT011  (the message is compared below)
+        requests.get(url, timeout=timeout)
+    with wsgi_pool.client() as http, pytest.raises(ValueError) as ours:  # noqa: PT011
+        http.get(url, timeout=timeout)
+    assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [
+        pytest.param(Timeout(connect=2.0, read=3.0), id="urllib3 Timeout"),
+        pytest.param((2, 3.0), id="tuple"),
+        pytest.param(3, id="int"),
+    ],
+)
+def test_good_timeouts_are_taken_as_requests_takes_them(timeout: Any, upstream: Upstream) -> None:
+    """urllib3's Timeout, a tuple and a number all work, as they do with requests."""
+    with wsgi_pool.client() as http:
+        assert http.get(f"{upstream.url}/x", timeout=timeout).status_code == 200

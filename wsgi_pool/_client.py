@@ -42,7 +42,8 @@ from ._propagation import TRACE_ATTRIBUTE, Propagation
 from ._worker import WorkerPools
 
 MAX_ADAPTERS: Final = 64
-"""Configs whose mountable adapter is kept for reuse; past that one is made per call (they are cheap)."""
+"""Configs whose mountable adapter is kept for reuse; past that the memory starts again (they are
+cheap to make: they hold no connection)."""
 
 _adapters: dict[PoolConfig | None, ProcessAdapter] = {}
 
@@ -57,9 +58,9 @@ def adapter(config: PoolConfig | None = None) -> ProcessAdapter:
     """
     found = _adapters.get(config)
     if found is None:
-        found = ProcessAdapter(config)
-        if len(_adapters) < MAX_ADAPTERS:
-            found = _adapters.setdefault(config, found)
+        if len(_adapters) >= MAX_ADAPTERS:
+            _adapters.clear()  # configs made per call: start again rather than grow
+        found = _adapters.setdefault(config, ProcessAdapter(config))
     return found
 
 

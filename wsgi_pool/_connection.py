@@ -59,9 +59,6 @@ class Response(FastHead):
     """http.client's response for the pools' connections: the final answer, and its framing checked."""
 
     def begin(self) -> None:
-        this: Any = self  # http.client's own attributes, untyped
-        if this.headers is not None:
-            return  # begun already
         if seams.HEAD.intact():
             FastHead.begin(self)
         else:

@@ -163,7 +163,8 @@ def attempt_timeouts(
 class Tracked(Protocol):
     """A connection the watchdog can cut: urllib3's, whose socket may be TLS in TLS."""
 
-    sock: Any
+    @property
+    def sock(self) -> Any: ...
 
 
 class Watchdog:
@@ -207,7 +208,11 @@ class Watchdog:
         try:
             with self._cond:
                 while not self._stopped:
-                    self._look()
+                    try:
+                        self._look()
+                    except Exception:  # never let one bad connection end the enforcing
+                        logger.exception("wsgi_pool: the deadline watchdog failed; it goes on")
+                        self._next = time.monotonic() + TICK
                     if self._next == _NEVER:
                         self._cond.wait()
                     else:
@@ -221,13 +226,19 @@ class Watchdog:
         """Cut what is past its deadline; note when the next one is due. Under the lock."""
         now = time.monotonic()
         soonest = _NEVER
+        failed = None
         for conn, deadline in list(self._armed.items()):
             if deadline.at <= now:
                 del self._armed[conn]
-                self._cut(deadline, conn)
+                try:
+                    self._cut(deadline, conn)
+                except Exception as exc:  # the others are cut all the same
+                    failed = exc
             elif deadline.at < soonest:
                 soonest = deadline.at
         self._next = soonest
+        if failed is not None:
+            raise failed
 
     def _cut(self, deadline: Deadline, conn: Tracked) -> None:
         deadline.expired = True

@@ -49,9 +49,10 @@ def retire_worker(pid: int, directory: str) -> None:
         os.unlink(dead)
 
 
-def collector(registry: Any) -> Any:
-    """prometheus_client's multiprocess collector over ``PROMETHEUS_MULTIPROC_DIR``, registered
-    with ``registry``, that reads again when a file vanishes under it."""
+def collector(registry: Any, path: str | None = None) -> Any:
+    """prometheus_client's multiprocess collector over ``path`` (default:
+    ``PROMETHEUS_MULTIPROC_DIR``), registered with ``registry``, that reads again when a file
+    vanishes under it."""
     from prometheus_client import multiprocess  # noqa: PLC0415
 
     class Collector(multiprocess.MultiProcessCollector):
@@ -64,4 +65,4 @@ def collector(registry: Any) -> Any:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover
 
-    return Collector(registry)  # type: ignore[no-untyped-call]
+    return Collector(registry, path)  # type: ignore[no-untyped-call]

@@ -174,13 +174,10 @@ class Retries:
         """Whether an answer's status asks for a retry, and the request may be sent again."""
         return self.safe and response.status_code in self.statuses
 
-    def delay(self, response: requests.Response | None = None) -> float:
-        """How long to wait before the next try: the answer's ``Retry-After``, else a backoff."""
-        if response is not None:
-            asked = retry_after(response)
-            if asked is not None:
-                return asked
-        return self.backoff()
+    def delay(self, response: requests.Response) -> float:
+        """How long to wait before retrying an answer: its ``Retry-After``, else a backoff."""
+        asked = retry_after(response)
+        return self.backoff() if asked is None else asked
 
     def backoff(self) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""

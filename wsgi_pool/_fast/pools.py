@@ -64,9 +64,6 @@ class PoolKeys:
             pool.wp_checked = (verify, cert)
         return pool  # type: ignore[no-any-return]
 
-    def clear(self) -> None:
-        self._keys.clear()
-
     def __len__(self) -> int:
         return len(self._keys)
 

@@ -1,0 +1,92 @@
+"""Every bound holds under churn: pool_maxsize per upstream across evicted pools, the sets of
+pools a process keeps whatever configs callers build, and the watchdog's memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+import pytest
+
+import wsgi_pool
+from tests.support import wait_until
+from wsgi_pool import PoolConfig, _process
+from wsgi_pool.testing import Upstream
+
+
+def test_an_evicted_pools_connections_still_count(
+    upstream: Upstream, second_upstream: Upstream
+) -> None:
+    """pool_connections=1, pool_maxsize=2: two slow calls to one upstream, a call to another
+    (which evicts the first one's pool), then two more to the first: never more than 2 in flight."""
+    config = PoolConfig(pool_connections=1, pool_maxsize=2, pool_timeout=10.0, deadline=15.0)
+    http = wsgi_pool.client(config)
+    results: list[int] = []
+
+    def slow(delay: float) -> None:
+        results.append(http.get(f"{upstream.url}/slow?delay={delay}").status_code)
+
+    first = [threading.Thread(target=slow, args=(1.0,)) for _ in range(2)]
+    for thread in first:
+        thread.start()
+    assert wait_until(lambda: upstream.stats().max_in_flight == 2)
+    assert http.get(f"{second_upstream.url}/evicts").status_code == 200
+    later = [threading.Thread(target=slow, args=(0.1,)) for _ in range(2)]
+    for thread in later:
+        thread.start()
+    for thread in [*first, *later]:
+        thread.join(30)
+    assert results == [200] * 4
+    assert upstream.stats().max_in_flight == 2
+    assert http.pools.stats()[upstream.url].in_use == 0  # every slot back
+
+
+def test_configs_made_per_call_share_one_set_of_pools(upstream: Upstream) -> None:
+    """300 calls, each with its own PoolConfig (per-call settings differ): one set of pools,
+    one connection, no thread per config."""
+    base = PoolConfig(retries=0)
+    threads = 0
+    for number in range(300):
+        config = dataclasses.replace(base, read_timeout=5.0 + number / 1000)
+        with wsgi_pool.client(config) as http:
+            assert http.get(f"{upstream.url}/{number}").status_code == 200
+            assert http.config.read_timeout == config.read_timeout  # its own settings apply
+        threads = threads or threading.active_count()  # after the first: watchdog, upstream
+    assert len(_process.built_here()) == 1
+    assert upstream.stats().connections_opened == 1
+    assert threading.active_count() == threads
+
+
+def test_pools_of_distinct_shapes_are_bounded_and_reclaimed(
+    upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twenty configs that shape pools differently: at most MAX_POOL_SETS sets are kept, the
+    oldest closed (its connection with it), and the operator is told."""
+    for number in range(20):
+        config = PoolConfig(idle_timeout=2.0 + number / 100)
+        with wsgi_pool.client(config) as http:
+            assert http.get(f"{upstream.url}/{number}").status_code == 200
+    assert len(_process.built_here()) == _process.MAX_POOL_SETS
+    assert wait_until(lambda: upstream.stats().open_connections == _process.MAX_POOL_SETS)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("different pool settings in one process" in r.getMessage() for r in warned)
+
+
+def test_the_watchdog_holds_only_calls_in_flight(upstream: Upstream) -> None:
+    """Four slow calls in flight: four armed; after 200 quick calls: none."""
+    http = wsgi_pool.client()
+    for number in range(200):
+        http.get(f"{upstream.url}/{number}")
+    watchdog = http.pools.watchdog
+    assert watchdog.pending == 0
+    threads = [
+        threading.Thread(target=http.get, args=(f"{upstream.url}/slow?delay=0.5",))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    assert wait_until(lambda: watchdog.pending == 4)
+    for thread in threads:
+        thread.join(10)
+    assert watchdog.pending == 0
