@@ -8,6 +8,7 @@ import logging
 import threading
 
 import pytest
+from urllib3.exceptions import InsecureRequestWarning
 
 import wsgi_pool
 from tests.support import wait_until
@@ -90,3 +91,19 @@ def test_the_watchdog_holds_only_calls_in_flight(upstream: Upstream) -> None:
     for thread in threads:
         thread.join(10)
     assert watchdog.pending == 0
+
+
+def test_pools_of_one_upstream_are_counted_once(https_upstream: Upstream, ca_file: str) -> None:
+    """Two pools to one upstream (TLS verified, and not): the connections in use are those of
+    the upstream's one set of slots, not counted once per pool."""
+    http = wsgi_pool.client(PoolConfig(allow_unverified=True))
+    url = f"{https_upstream.url}/held"
+    verified = http.get(url, stream=True, verify=ca_file)
+    with pytest.warns(InsecureRequestWarning):
+        unverified = http.get(url, stream=True, verify=False)
+    pools = http.pools
+    assert len(wsgi_pool._adapter.live_pools(pools.adapter.poolmanager)) == 2
+    assert pools.stats()[https_upstream.url].in_use == 2
+    verified.close()
+    unverified.close()
+    assert pools.stats()[https_upstream.url].in_use == 0

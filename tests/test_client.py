@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 
 import pytest
 import requests
@@ -110,3 +111,55 @@ def test_repr_shows_the_pools(upstream: Upstream) -> None:
         f"{upstream.url}: Requests: 0 active, 0 waiting | "
         f"Connections: 0 in use, 1 idle, 1 opened]>>"
     ) in text
+
+
+def test_a_client_of_pools_of_ones_own_sends_through_them(upstream: Upstream) -> None:
+    """``Client(pools=...)`` with pools the caller built: the calls go through those pools, under
+    their config; the process builds no pools of its own."""
+    own = wsgi_pool.WorkerPools(PoolConfig(pool_maxsize=3, deadline=7.0))
+    with Client(pools=own) as http:
+        assert http.get(f"{upstream.url}/own").json()["path"] == "/own"
+        assert http.config.deadline == 7.0
+        assert http.pools is own
+    assert own.stats()[upstream.url].calls == 1
+    assert wsgi_pool._process.built_here() == []
+    own.close()
+
+
+def test_the_pools_serve_a_tool_driving_urllib3_itself(upstream: Upstream) -> None:
+    """A tool that drives the adapter's urllib3 pool manager itself (no call around it) gets its
+    answer, and the connection goes back to the pool."""
+    pools = wsgi_pool.client().pools
+    answer = pools.adapter.poolmanager.request("GET", f"{upstream.url}/direct")
+    assert answer.status == 200
+    assert json.loads(answer.data)["path"] == "/direct"
+    found = pools.stats()[upstream.url]
+    assert (found.in_use, found.idle) == (0, 1)
+
+
+def test_clients_adapters_and_configs_pickle(upstream: Upstream) -> None:
+    """A pickled client comes back usable, with its config, headers and cookies (requests'
+    attributes); the mountable adapter and a config with upstreams and proxies round-trip."""
+    config = PoolConfig(
+        deadline=3.0,
+        upstreams={upstream.url: wsgi_pool.UpstreamSettings(read_timeout=2.0)},
+        proxies={"https": "http://proxy.internal:3128"},
+    )
+    again = pickle.loads(pickle.dumps(config))  # noqa: S301  (our own bytes)
+    assert again == config
+    assert again.for_upstream(upstream.url).read_timeout == 2.0
+    http = Client(PoolConfig(deadline=3.0), keep_cookies=True)
+    http.headers["X-Tag"] = "a"
+    http.cookies.set("session", "s1")
+    copy = pickle.loads(pickle.dumps(http))  # noqa: S301
+    assert copy.config.deadline == 3.0
+    echoed = copy.get(f"{upstream.url}/echo").json()
+    assert (echoed["tag"], echoed["cookie"]) == ("a", "session=s1")
+    mounted = pickle.loads(pickle.dumps(wsgi_pool.adapter(PoolConfig(deadline=3.0))))  # noqa: S301
+    assert repr(mounted) == "<wsgi_pool.ProcessAdapter config=own>"
+    assert repr(wsgi_pool.adapter()) == "<wsgi_pool.ProcessAdapter config=default>"
+    session = requests.Session()
+    session.mount("http://", mounted)
+    assert session.get(f"{upstream.url}/mounted").json()["path"] == "/mounted"
+    mounted.close()  # closes nothing: the pools are the process's
+    assert session.get(f"{upstream.url}/again").json()["path"] == "/again"

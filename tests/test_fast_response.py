@@ -20,6 +20,7 @@ import trustme
 from tests.faults import FaultServer, Peer
 from tests.support import tls_context, write_ca
 from wsgi_pool import Client, PoolConfig
+from wsgi_pool._fast.response import read_all
 from wsgi_pool.testing import Upstream
 
 
@@ -192,3 +193,15 @@ def test_built_responses_have_every_field_requests_starts_with(upstream: Upstrea
     assert set(vars(requests.Response())) - {"cookies"} <= set(vars(response))
     assert response.cookies is response.cookies  # made once, on first use
     client.close()
+
+
+def test_a_body_error_requests_does_not_name_is_raised_as_it_is() -> None:
+    """An error reading the body that requests' ``iter_content`` lets through, the fast read
+    lets through too, unchanged."""
+
+    class Broken:
+        def read(self, amt: int | None = None, decode_content: bool = True) -> bytes:
+            raise LookupError("not a body error")
+
+    with pytest.raises(LookupError, match="not a body error"):
+        read_all(Broken(), None)

@@ -285,6 +285,42 @@ def test_dead_addresses_fail_over_within_the_deadline(
 
 
 @pytest.mark.parametrize("egress", EGRESS)
+def test_a_live_first_address_is_used_and_the_rest_never_tried(
+    egress: dict[str, Any],
+    black_holes: tuple[list[str], int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A live address ahead of dead ones: the call goes there, and its socket keeps the whole
+    read timeout (the connect's share is not left on it)."""
+    addresses, port = black_holes
+    with Upstream("127.0.0.6", port) as live:
+        _resolving(monkeypatch, "several.test", ["127.0.0.6", *addresses], port)
+        config = PoolConfig(connect_timeout=5.0, read_timeout=2.0, deadline=3.0, **egress)
+        with wsgi_pool.client(config) as http:
+            # The first address's share is 3 s / 5 = 0.6 s; the answer takes 1 s.
+            answer = http.get(f"http://several.test:{port}/slow?delay=1.0")
+            assert answer.json()["path"] == "/slow?delay=1.0"
+        assert live.stats().requests_served == 1
+
+
+@pytest.mark.parametrize("egress", EGRESS)
+def test_a_deadline_spent_on_one_address_tries_no_other(
+    egress: dict[str, Any],
+    black_holes: tuple[list[str], int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deadline runs out while the first of two addresses is connecting: the call ends as a
+    deadline, and the live second address is never tried."""
+    addresses, port = black_holes
+    with Upstream("127.0.0.6", port) as live:
+        _resolving(monkeypatch, "several.test", [addresses[0], "127.0.0.6"], port)
+        config = PoolConfig(connect_timeout=5.0, deadline=0.2, retries=0, **egress)
+        with wsgi_pool.client(config) as http, pytest.raises(DeadlineExceeded):
+            http.get(f"http://several.test:{port}/x")
+        assert live.stats().requests_served == 0
+
+
+@pytest.mark.parametrize("egress", EGRESS)
 def test_a_short_deadline_still_retries_a_connect_timeout(
     egress: dict[str, Any], black_holes: tuple[list[str], int]
 ) -> None:

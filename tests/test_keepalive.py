@@ -9,7 +9,9 @@ import pytest
 import requests
 import trustme
 
+from tests.faults import Peer
 from tests.harness import (
+    FAST,
     Harness,
     close_after_each,
     close_reused_after_reading,
@@ -19,9 +21,13 @@ from tests.harness import (
 from tests.nginx import Nginx
 from tests.support import tls_context, write_ca
 from wsgi_pool import (
+    Client,
+    PoolConfig,
     UpstreamReset,
+    WorkerPools,
 )
 from wsgi_pool._retry import replay_safe
+from wsgi_pool._worker import Extension
 
 
 def test_keep_alive_reuses_one_connection(harness: Harness) -> None:
@@ -92,6 +98,62 @@ def test_post_with_an_idempotency_key_is_replayed(harness: Harness) -> None:
     assert response.status_code == 200
     assert [s.body for s in server.requests("POST")] == [b"1", b"2", b"2"]
     harness.assert_intact(http)
+
+
+class _ReturnsOnReplay(Extension):
+    """A statistics sink that, when a replay is counted (between the failed try and the
+    replay), reads a held response: another thread's connection back on top of the idle ones."""
+
+    def __init__(self) -> None:
+        self.held: requests.Response | None = None
+
+    def sink_for(self, upstream: str) -> _ReturnsOnReplay:
+        return self
+
+    def add(self, name: str, count: float) -> None:
+        if name == "replays" and self.held is not None:
+            assert self.held.content == b"ok"
+
+    def ended(self, seconds: float, error: BaseException | None) -> None:
+        pass
+
+    def failed(self, error: BaseException) -> None:
+        pass
+
+
+def _second_connection_closes_when_reused(peer: Peer) -> None:
+    while peer.read_request():
+        if peer.index == 1 and peer.handled == 2:
+            return
+        peer.respond()
+
+
+def test_a_replay_never_takes_another_connection_older_than_the_failed_try(
+    harness: Harness,
+) -> None:
+    """The replay goes out on a new connection, not on an idle one opened before the failed
+    try (which may be just as stale): that one, returned meanwhile, is closed."""
+    server = harness.serve(_second_connection_closes_when_reused)
+    returns = _ReturnsOnReplay()
+    pools = WorkerPools(PoolConfig(**{**FAST, "retries": 0}), extensions=[returns])
+    with Client(pools=pools) as http:
+        assert http.get(f"{server.url}/one").status_code == 200  # connection 0, then idle
+        returns.held = http.get(f"{server.url}/held", stream=True)  # connection 0, in use
+        assert http.get(f"{server.url}/two").status_code == 200  # connection 1, then idle
+        # Connection 1 fails /three; connection 0 comes back during the failure; the replay
+        # closes it and opens connection 2.
+        assert http.get(f"{server.url}/three").status_code == 200
+        assert [(s.path, s.connection) for s in server.requests()] == [
+            ("/one", 0),
+            ("/held", 0),
+            ("/two", 1),
+            ("/three", 1),
+            ("/three", 2),
+        ]
+        assert http.pools.stats()[server.url].replays == 1
+        assert server.closed.acquire(timeout=10)
+        assert server.closed.acquire(timeout=10)  # both: 1 by the server, 0 by the replay
+    pools.close()
 
 
 @pytest.fixture

@@ -360,3 +360,13 @@ def test_a_failed_gauge_refresh_is_logged_and_the_next_one_runs(
     assert any(
         "refreshing wsgi_pool's Prometheus gauges failed" in r.getMessage() for r in caplog.records
     )
+
+
+def test_an_exporter_never_started_closes_at_once() -> None:
+    """Pools closing before their exporter started (a failed start): close stops it, no wait."""
+    from wsgi_pool.prometheus import Exporter  # noqa: PLC0415
+
+    exporter = Exporter(every=60.0)
+    exporter.close()
+    assert exporter._stop.is_set()
+    assert exporter._thread is None

@@ -267,3 +267,24 @@ def test_a_tool_set_up_before_wsgi_pool_is_imported_sees_every_call(upstream: Up
         check=True,
     )
     assert found.stdout.strip() == "3"
+
+
+def test_a_tools_own_response_class_is_kept(
+    monkeypatch: pytest.MonkeyPatch, http: wsgi_pool.Client, upstream: Upstream
+) -> None:
+    """A ``build_response`` that returns a response class of its own: the caller gets that class."""
+
+    class Recorded(requests.Response):
+        pass
+
+    real = requests.adapters.HTTPAdapter.build_response
+
+    def build_response(self: Any, req: Any, resp: Any) -> Recorded:
+        response = real(self, req, resp)
+        response.__class__ = Recorded
+        return response  # type: ignore[return-value]
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "build_response", build_response)
+    response = http.get(f"{upstream.url}/own")
+    assert type(response) is Recorded
+    assert response.json()["path"] == "/own"

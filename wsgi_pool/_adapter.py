@@ -183,10 +183,6 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
             found = self._slots.setdefault(origin, Slots(self.sizing.pool_maxsize))
         return found
 
-    def slots_of(self, origin: str) -> Slots | None:
-        """The slots of ``origin`` if it has a pool or a connection out, else None."""
-        return self._slots.get(origin)
-
     def budget_for(self, stats: Counters, config: PoolConfig) -> RetryBudget:
         """The retry budget of the upstream ``stats`` counts, for ``config``'s retry settings."""
         key = (stats.upstream, config.retry_budget, config.retry_budget_min_per_second)

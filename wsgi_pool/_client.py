@@ -118,8 +118,12 @@ class Client(requests.Session):
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
         self._keeps_cookies = keep_cookies
         self._jar: RequestsCookieJar | None = None  # made on first use: see cookies
-        shared = adapter(config)
-        self.adapters = OrderedDict([("https://", shared), ("http://", shared)])
+        if pools is None or _process.shared(pools):
+            mounted = adapter(config)
+        else:  # pools of the caller's own making: the calls go through them, under their config
+            config = self._config = pools.config if config is None else config
+            mounted = ProcessAdapter(config, pools)
+        self.adapters = OrderedDict([("https://", mounted), ("http://", mounted)])
 
     @property
     def headers(self) -> CaseInsensitiveDict[Any]:
@@ -407,6 +411,18 @@ class Client(requests.Session):
 
     def __repr__(self) -> str:
         return f"<wsgi_pool.Client over {self.pools!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """requests' attributes and the config. Not the incoming request's budget and trace
+        context (they mean nothing in another process), nor pools (each process finds its own)."""
+        state = super().__getstate__()
+        state.update(config=self._config, keep_cookies=self._keeps_cookies)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        Client.__init__(self, state.pop("config"), keep_cookies=state.pop("keep_cookies"))
+        super().__setstate__(state)
 
 
 _PREPARE: Final = Client.prepare_request

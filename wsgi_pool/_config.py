@@ -413,6 +413,12 @@ class PoolConfig:
         for name, value in canonical.items():
             object.__setattr__(self, name, value)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields (the read-only mappings as dicts), checked again when loaded."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(upstreams=dict(self.upstreams), proxies=dict(self.proxies))
+        return (_unpickle, (fields,))
+
     def for_upstream(self, origin: str) -> UpstreamSettings:
         """The effective settings for ``origin`` (``scheme://host:port``): its overrides, else these."""
         override = self.upstreams.get(origin) or UpstreamSettings()
@@ -506,6 +512,10 @@ def _upstream_settings(origin: str, settings: object) -> UpstreamSettings:
         return UpstreamSettings(**settings)
     except (TypeError, ConfigError) as exc:
         raise ConfigError(f"upstreams[{origin!r}]: {exc}") from None
+
+
+def _unpickle(fields: dict[str, Any]) -> PoolConfig:
+    return PoolConfig(**fields)
 
 
 def _upstreams(upstreams: object) -> dict[str, UpstreamSettings]:

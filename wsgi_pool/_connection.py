@@ -114,28 +114,27 @@ class Pooled(_Base):
     def _new_conn(self) -> socket.socket:
         conn: Any = self  # urllib3's own attributes
         host = conn._dns_host
-        addresses = self._addresses(host)
+        *earlier, last = self._addresses(host)
         timeout = self.timeout
         try:
-            for index, address in enumerate(addresses):
+            for index, address in enumerate(earlier):
+                # An address before the last gets a share of what the deadline leaves.
                 conn._dns_host = address
-                left = len(addresses) - index
-                if left > 1:
-                    self.timeout = _share(timeout, left)
+                self.timeout = _share(timeout, len(earlier) + 1 - index)
                 try:
                     sock: socket.socket = super()._new_conn()
                 except (ConnectTimeoutError, NewConnectionError):
-                    if left == 1 or _spent():
+                    if _spent():
                         raise
                     continue
                 sock.settimeout(timeout)
                 return sock
+            conn._dns_host = last
+            self.timeout = timeout
+            return super()._new_conn()
         finally:
             conn._dns_host = host
             self.timeout = timeout
-        raise AssertionError(
-            "unreachable"
-        )  # pragma: no cover  (the last address returns or raises)
 
     def _addresses(self, host: str) -> list[str]:
         """The addresses to try for ``host``, in the resolver's order, those the policy refuses left out."""

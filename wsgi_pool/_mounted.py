@@ -31,10 +31,10 @@ class ProcessAdapter(ReadOnly, requests.adapters.BaseAdapter):
     nothing (the pools close with the worker). Read-only: clients of one config share it.
     """
 
-    def __init__(self, config: PoolConfig | None = None) -> None:
+    def __init__(self, config: PoolConfig | None = None, pools: WorkerPools | None = None) -> None:
         super().__init__()
         self.config = config
-        self._pools: WorkerPools | None = None
+        self._pools = pools  # a caller's own pools (Client(pools=...)), while in their process
         self._frozen = True
 
     @property

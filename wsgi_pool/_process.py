@@ -231,6 +231,12 @@ def current(cached: WorkerPools | None, config: PoolConfig | None) -> WorkerPool
     return worker_pools(config)
 
 
+def shared(pools: WorkerPools) -> bool:
+    """Whether ``pools`` are this process's registered pools for some config (not a caller's own)."""
+    process = _by_pid.get(pools.pid)
+    return process is not None and any(found is pools for found in process.by_shape.values())
+
+
 def close_process_pools() -> int:
     """Close the pools this process built (never inherited ones) and stop its watchdog; returns
     how many sets were closed."""
