@@ -67,6 +67,13 @@ def check_outside_a_request(namespace: dict[str, Any], upstream: Upstream) -> No
     assert upstream.stats().requests_served == 1
 
 
+def check_sdk_session(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert upstream.stats().requests_served == 1
+    # The call went through this process's pools, which counted it.
+    assert wsgi_pool.client().pools.stats()[upstream.url].calls >= 1
+    namespace["sdk_session"].close()
+
+
 def check_config_in_code(namespace: dict[str, Any], upstream: Upstream) -> None:
     assert namespace["app"].config == PoolConfig(read_timeout=5.0, pool_timeout=1.0)
 
@@ -101,6 +108,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "flask": check_flask,
     "django view": check_django_view,
     "outside a request": check_outside_a_request,
+    "sdk session": check_sdk_session,
     "trust boundaries": check_trust_boundaries,
     "deadlines": check_deadlines,
     "http cache": check_http_cache,
