@@ -250,18 +250,26 @@ class FaultServer(_Running):
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
             listener.close()
-        with self.lock:
-            socks = list(self._socks)
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        with self.lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(LIMIT)
-        assert not any(thread.is_alive() for thread in threads), "a fault-server thread hung"
-        for sock in socks:
-            sock.close()
+        close_all(self.lock, self._socks, self._threads, "fault-server")
+
+
+def close_all(
+    lock: threading.Lock, socks: list[socket.socket], threads: list[threading.Thread], what: str
+) -> None:
+    """A test server's stop: shut every socket it holds (waking its threads), wait for the
+    threads, close the sockets. A thread still alive after :data:`LIMIT` fails the test."""
+    with lock:
+        held = list(socks)
+    for sock in held:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    with lock:
+        running = list(threads)
+    for thread in running:
+        thread.join(LIMIT)
+    assert not any(thread.is_alive() for thread in running), f"a {what} thread hung"
+    for sock in held:
+        sock.close()
 
 
 def open_descriptors() -> int:

@@ -14,9 +14,8 @@ import ssl
 import threading
 from urllib.parse import urlsplit
 
+from tests.faults import LIMIT, close_all
 from wsgi_pool.testing import _Running
-
-LIMIT = 30.0
 
 
 class Proxy(_Running):
@@ -95,17 +94,7 @@ class Proxy(_Running):
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
-        with self.lock:
-            socks = list(self._socks)
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        with self.lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(LIMIT)
-        for sock in socks:
-            sock.close()
+        close_all(self.lock, self._socks, self._threads, "proxy")
 
 
 def _pump(client: socket.socket, upstream: socket.socket) -> None:
