@@ -14,9 +14,15 @@ import wsgi_pool
 from examples.upstream_calls import UPSTREAM_URL, call_upstream
 from wsgi_pool import PoolMiddleware, client_from
 
+# An SDK's own session, made at import (in the gunicorn master under --preload), with
+# wsgi_pool's adapter mounted as the docs show.
+sdk_session = requests.Session()
+sdk_session.mount("http://", wsgi_pool.adapter())
+
 if os.environ.get("WARM_IN_MASTER"):
     # Runs at import: in the gunicorn master under --preload, before any worker is forked.
     wsgi_pool.client().get(f"{UPSTREAM_URL}/master", headers={"X-Caller-Pid": str(os.getpid())})
+    sdk_session.get(f"{UPSTREAM_URL}/master-sdk", headers={"X-Caller-Pid": str(os.getpid())})
 
 # The anti-pattern the product replaces: one module-level Session with requests' default pool of 10.
 shared_session = requests.Session()
@@ -42,6 +48,9 @@ def view(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         body = client_from(environ).get(f"{UPSTREAM_URL}/fleet?delay=0.05").content
     elif path == "/seen":
         body = seen_by_upstream(environ)
+    elif path == "/sdk":  # a call through the SDK's session: what the upstream saw
+        pid = str(os.getpid())
+        body = sdk_session.get(f"{UPSTREAM_URL}/sdk", headers={"X-Caller-Pid": pid}).content
     elif path == "/session-slow":
         body = shared_session.get(f"{UPSTREAM_URL}/slow?delay=1", timeout=10).content
     else:

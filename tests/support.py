@@ -109,11 +109,13 @@ def wait_for_sizing_lines(
         time.sleep(0.05)
 
 
-def get(server: GunicornServer, path: str) -> tuple[int, bytes]:
+def get(
+    server: GunicornServer, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """GET ``path`` from a gunicorn (or other) server in a subprocess; status and body."""
     connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:

@@ -22,6 +22,7 @@ from tests.harness import (
 )
 from wsgi_pool import (
     UpstreamConnectionError,
+    UpstreamHeaderError,
     UpstreamProtocolError,
     UpstreamReset,
     UpstreamUnreachable,
@@ -70,11 +71,14 @@ def test_protocol_violations(harness: Harness, script: Script) -> None:
 
 
 def test_conflicting_content_lengths_are_refused(harness: Harness) -> None:
-    """Two different Content-Length values (a smuggling vector) raise UpstreamProtocolError."""
+    """Two different Content-Length values (a smuggling vector) raise UpstreamHeaderError, an
+    UpstreamProtocolError and the InvalidHeader requests raises for them."""
     server = harness.serve(conflicting_length)
     http = harness.client()
-    with pytest.raises(UpstreamProtocolError):
+    with pytest.raises(UpstreamHeaderError) as caught:
         http.get(f"{server.url}/x")
+    assert isinstance(caught.value, UpstreamProtocolError)
+    assert isinstance(caught.value, requests.exceptions.InvalidHeader)
     harness.assert_intact(http)
 
 

@@ -75,3 +75,16 @@ def test_no_proxy_entry_skips_the_proxy(
     monkeypatch.setenv("no_proxy", "*")
     star = wsgi_pool.client(PoolConfig(trust_env=True, idle_timeout=3.5))  # pools of their own
     assert star.pools.bypasses_proxy("[::1]")
+
+
+def test_a_proxy_that_fails_is_a_proxy_error_naming_it(upstream: Upstream) -> None:
+    """Nothing listens at the proxy: UpstreamProxyError, requests' ProxyError, naming the proxy;
+    the upstream is never reached."""
+    proxy = f"http://127.0.0.1:{free_port()}"
+    http = wsgi_pool.client(PoolConfig(proxies={"http": proxy}, retries=0))
+    with pytest.raises(wsgi_pool.UpstreamProxyError) as caught:
+        http.get(f"{upstream.url}/x")
+    assert isinstance(caught.value, requests.exceptions.ProxyError)
+    assert f"the proxy at {proxy} failed" in str(caught.value)
+    assert caught.value.upstream == upstream.url
+    assert upstream.stats().requests_served == 0

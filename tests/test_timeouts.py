@@ -57,6 +57,7 @@ def test_accept_and_never_answer_is_a_read_timeout(harness: Harness) -> None:
     with pytest.raises(UpstreamReadTimeout) as caught:
         http.get(f"{server.url}/x")
     assert isinstance(caught.value, requests.exceptions.ReadTimeout)
+    assert "Read timed out" in str(caught.value)  # as requests' message says
     assert len(server.requests()) == 1
     harness.assert_intact(http)
 

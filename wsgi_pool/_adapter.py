@@ -27,11 +27,11 @@ from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 from urllib3 import HTTPConnectionPool
 
-from . import _deadline
+from . import _deadline, _propagation
 from ._call import Call
 from ._config import PoolConfig
 from ._connection import release_copies
-from ._deadline import Deadline, Watchdog
+from ._deadline import Watchdog
 from ._egress import EgressPolicy
 from ._errors import SharedStateError
 from ._fast import seams
@@ -40,6 +40,7 @@ from ._fast.response import build
 from ._origins import origin_of
 from ._policy import Policy
 from ._pool import Slots, pool_classes
+from ._propagation import TRACE_ATTRIBUTE
 from ._response import Response
 from ._retry import RetryBudget
 from ._sizing import PoolSizing
@@ -233,9 +234,21 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         origin = origin_of(request.url or "")
         deadline = _deadline.current()
         token = None
-        if deadline is None:  # used without a client's request(): the call is this send
-            deadline = Deadline(policy.deadline_for(origin))
+        if deadline is None:  # used without a client's request(): the call is this send,
+            # within any wsgi_pool.deadline() block and the request's budget
+            deadline = _deadline.start_call(policy.deadline_for(origin), None)
             token = _deadline.bind(deadline)
+        if getattr(request, TRACE_ATTRIBUTE, None) is None:  # an SDK's session, client()
+            incoming = _propagation.current()
+            if incoming is not None:
+                setattr(request, TRACE_ATTRIBUTE, incoming)
+        if origin.startswith("http://") and not (
+            proxies and select_proxy(request.url or "", proxies)
+        ):
+            # No TLS on the way: a caller's CA bundle or client certificate (an SDK's session
+            # reads REQUESTS_CA_BUNDLE) verifies nothing here, and must not give the upstream
+            # a second pool; verify=False is no risk either.
+            verify, cert = True, None
         try:
             stats = self.stats.for_upstream(origin)
             call = Call(

@@ -103,6 +103,7 @@ class Pooled(_Base):
     wp_idle_since: float = 0.0
     wp_sent: bool = False  # a request went out on it since it was taken from the pool
     wp_kept: bool = False  # it was open when taken from the pool
+    wp_out: bool = False  # it holds one of the upstream's slots (taken from the pool, not yet back)
     egress: EgressPolicy | None = None  # set per process by connection_classes, as is `made`
     made: weakref.WeakSet[Any]
     response_class = Response

@@ -107,7 +107,18 @@ def deadline(seconds: float) -> Iterator[None]:
     It only shortens: each call also keeps its own deadline and the incoming request's budget.
     """
     check_seconds("deadline", seconds)
-    ends = time.monotonic() + seconds
+    with until(time.monotonic() + seconds):
+        yield
+
+
+@contextlib.contextmanager
+def until(ends: float | None) -> Iterator[None]:
+    """Every call in the block ends by ``ends`` (a ``time.monotonic()`` instant), or sooner if
+    an outer block ends first; ``None`` changes nothing. The middleware holds the incoming
+    request's budget this way while the app runs, so an SDK's own session is bounded too."""
+    if ends is None:
+        yield
+        return
     outer = _block_ends.get()
     token = _block_ends.set(ends if outer is None else min(outer, ends))
     try:

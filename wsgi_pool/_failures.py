@@ -117,6 +117,16 @@ class UpstreamProtocolError(UpstreamConnectionError, requests.exceptions.Chunked
 
 
 @public
+class UpstreamHeaderError(UpstreamProtocolError, requests.exceptions.InvalidHeader):
+    """The response's headers contradict themselves (conflicting ``Content-Length`` values)."""
+
+
+@public
+class UpstreamProxyError(UpstreamConnectionError, requests.exceptions.ProxyError):
+    """The proxy failed the call: it could not be reached, or it refused the tunnel."""
+
+
+@public
 class UpstreamTLSError(UpstreamConnectionError, requests.exceptions.SSLError):
     """The TLS handshake or the encrypted stream failed."""
 

@@ -23,10 +23,11 @@ also left in ``environ["wsgi_pool.request_id"]`` for the app's own logs.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _integrations, _process, _propagation
+from . import _deadline, _integrations, _process, _propagation
 from ._client import Client
 from ._config import PoolConfig
 from ._deadline import incoming_budget
@@ -63,7 +64,8 @@ class PoolMiddleware:
                 return exporter.serve(environ, start_response)
         client = bind_client(environ, pools, self.config)
         try:
-            body = self.app(environ, start_response)
+            with serving(client):
+                body = self.app(environ, start_response)
         except BaseException:
             client.close()
             raise
@@ -84,6 +86,15 @@ def bind_client(environ: Any, pools: WorkerPools, config: PoolConfig | None) -> 
         propagation=propagation,
     )
     return client
+
+
+@contextlib.contextmanager
+def serving(client: Client) -> Iterator[None]:
+    """While the app handles the request: its budget bounds every call in this thread (or
+    greenlet), and a call that carries no id or trace context of its own (an SDK's session
+    over ``wsgi_pool.adapter()``, ``wsgi_pool.client()``) passes on the request's."""
+    with _deadline.until(client.not_after), _propagation.serving(client.propagation):
+        yield
 
 
 def _exporter(pools: WorkerPools) -> Exporter | None:

@@ -81,8 +81,11 @@ class Slots:
         return got
 
     def give(self) -> None:
-        """Give a slot back."""
+        """Give a slot back; nothing if none is out (a tool put back a connection it took from
+        the queue itself, as vcrpy does when a cassette ends)."""
         with self._lock:
+            if self.in_use == 0:
+                return
             self.in_use -= 1
         self._free.release()
 
@@ -129,6 +132,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             # A slot is ours, so the queue has a place for us. Should this fail (the pool was
             # closed meanwhile), urllib3's caller gives the slot back with _put_conn(None).
             conn = super()._get_conn(wait)
+            conn.wp_out = True  # type: ignore[attr-defined]  # it holds a slot until it comes back
         if getattr(conn, "sock", None) is not None:
             attempt = _attempt.current()
             if attempt is not None and attempt.fresh:
@@ -157,8 +161,13 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             raise EmptyPoolError(self, message)
 
     def _put_conn(self, conn: Any) -> None:
-        if self.slots is not None:
+        # A connection gives back the slot it took; None is urllib3 giving back the slot of one
+        # it discarded. A connection that took none (a tool moved it out of the queue and back)
+        # gives nothing.
+        if self.slots is not None and (conn is None or getattr(conn, "wp_out", False)):
             self.slots.give()
+            if conn is not None:
+                conn.wp_out = False
         if conn is not None:
             self.watchdog.disarm(conn)
             conn.wp_idle_since = time.monotonic()

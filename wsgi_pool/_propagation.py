@@ -17,12 +17,14 @@ on a call, neither trace header is touched: one trace context per call, never tw
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import random
 import re
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -210,3 +212,26 @@ def check_tracestate(value: object) -> str | None:
             return None
         keys.add(key)
     return ",".join(members)
+
+
+# -- the request being served ---------------------------------------------------------------------
+
+_serving: contextvars.ContextVar[Propagation | None] = contextvars.ContextVar(
+    "wsgi_pool.incoming", default=None
+)
+
+
+def current() -> Propagation | None:
+    """The incoming request's, while its app runs in this thread (or greenlet): what a call
+    that carries none of its own (an SDK's session, ``wsgi_pool.client()``) passes on."""
+    return _serving.get()
+
+
+@contextlib.contextmanager
+def serving(propagation: Propagation | None) -> Iterator[None]:
+    """:func:`current` is ``propagation`` within the block."""
+    token = _serving.set(propagation)
+    try:
+        yield
+    finally:
+        _serving.reset(token)

@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 from requests.cookies import RequestsCookieJar
+from urllib3.response import HTTPResponse
 
 from ._deadline import Deadline
 from ._failures import ResponseTooLarge
@@ -87,7 +88,7 @@ class Response(requests.Response):
         raw = self.raw
         if (
             self._content_consumed
-            or raw is None
+            or not isinstance(raw, HTTPResponse)  # a tool's own (vcrpy's): read as requests does
             or raw.chunked  # read as requests reads it: chunk by chunk, its errors
             or self.status_code == 0
         ):

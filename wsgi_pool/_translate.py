@@ -55,7 +55,9 @@ from ._failures import (
     UpstreamConnectionError,
     UpstreamConnectTimeout,
     UpstreamError,
+    UpstreamHeaderError,
     UpstreamProtocolError,
+    UpstreamProxyError,
     UpstreamReadTimeout,
     UpstreamRefused,
     UpstreamReset,
@@ -190,7 +192,9 @@ def _classify(  # noqa: PLR0911  (one return per kind of failure)
     if isinstance(exc, requests.exceptions.ReadTimeout) or any(
         isinstance(found, ReadTimeoutError) for found in chain
     ):
-        return UpstreamReadTimeout, f"read timed out ({detail})"
+        return UpstreamReadTimeout, f"Read timed out ({detail})"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return UpstreamProxyError, f"the proxy{_proxy_of(chain)} failed ({detail})"
     if isinstance(exc, requests.exceptions.SSLError):
         return UpstreamTLSError, f"TLS failed ({detail})"
     if any(isinstance(found, NameResolutionError) for found in chain):
@@ -205,6 +209,8 @@ def _classify(  # noqa: PLR0911  (one return per kind of failure)
         return UpstreamProtocolError, f"invalid chunked encoding ({detail})"
     if any(isinstance(found, _RESET) for found in chain):
         return UpstreamReset, f"connection closed before the response was complete ({detail})"
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return UpstreamHeaderError, f"invalid response headers ({detail})"
     if any(
         isinstance(found, ProtocolError | _InvalidHeader | http.client.HTTPException)
         for found in chain
@@ -216,3 +222,12 @@ def _classify(  # noqa: PLR0911  (one return per kind of failure)
 def _innermost(chain: list[BaseException]) -> str:
     last = chain[-1]
     return f"{type(last).__name__}: {last}" if str(last) else type(last).__name__
+
+
+def _proxy_of(chain: list[BaseException]) -> str:
+    """`` at scheme://host:port`` of the proxy urllib3 was connecting to, if the chain says."""
+    for found in chain:
+        pool = getattr(found, "pool", None) if isinstance(found, MaxRetryError) else None
+        if pool is not None:
+            return f" at {pool.scheme}://{pool.host}:{pool.port}"
+    return ""

@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponseBase
 from . import _integrations, _process
 from ._config import SETTINGS_KEY, from_settings
 from ._errors import ConfigError
-from ._middleware import bind_client
+from ._middleware import bind_client, serving
 from ._worker import WorkerPools
 
 __all__ = ["ClientMiddleware", "WsgiPoolAppConfig"]
@@ -52,7 +52,8 @@ class ClientMiddleware:
         self._pools = pools = _process.current(self._pools, self.config)
         client = request.http = bind_client(request.META, pools, self.config)
         try:
-            response = self.get_response(request)
+            with serving(client):
+                response = self.get_response(request)
         except BaseException:
             client.close()
             raise

@@ -1,0 +1,169 @@
+"""An SDK's own ``requests.Session`` with ``wsgi_pool.adapter()`` mounted: the process's pools and
+policies, the session's own cookies, headers and auth, and inside a request the request's id,
+trace context and budget."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import certifi
+import google.auth.transport.requests
+import google.oauth2.credentials
+import pytest
+import requests
+
+import wsgi_pool
+from tests.support import CONF, ROOT, get, wait_for_sizing_lines
+from tests.support import wsgi_call as call
+from wsgi_pool import PoolConfig
+from wsgi_pool.testing import GunicornServer, Upstream
+
+
+def mounted(session: requests.Session, config: PoolConfig | None = None) -> requests.Session:
+    """``session`` with wsgi_pool's adapter mounted for both schemes, as the docs show."""
+    session.mount("http://", wsgi_pool.adapter(config))
+    session.mount("https://", wsgi_pool.adapter(config))
+    return session
+
+
+@pytest.fixture
+def sdk() -> Iterator[requests.Session]:
+    with mounted(requests.Session()) as session:
+        yield session
+
+
+def test_a_cookie_auth_sdk_stays_logged_in(sdk: requests.Session, upstream: Upstream) -> None:
+    """The SDK logs in once (the upstream sets a cookie): every later call carries it, over one
+    pooled connection counted in the process's statistics."""
+    sdk.post(f"{upstream.url}/login?set_cookie=sid=s3cret").raise_for_status()
+    seen = [sdk.get(f"{upstream.url}/query/{n}").json()["cookie"] for n in range(20)]
+    assert seen == ["sid=s3cret"] * 20
+    assert upstream.stats().connections_opened == 1
+    assert wsgi_pool.client().pools.stats()[upstream.url].calls == 21
+    # The cookie is the session's own: a client of the same pools never sends it.
+    assert wsgi_pool.client().get(f"{upstream.url}/other").json()["cookie"] is None
+
+
+def test_a_header_auth_sdk_sends_its_own_headers_and_auth(
+    sdk: requests.Session, upstream: Upstream
+) -> None:
+    sdk.headers["X-Api-Key"] = "k-123"
+    sdk.auth = ("user", "pass")
+    headers = sdk.get(f"{upstream.url}/me").json()["headers"]
+    assert headers["X-Api-Key"] == "k-123"
+    assert headers["Authorization"] == "Basic dXNlcjpwYXNz"
+    assert "X-Api-Key" not in wsgi_pool.client().get(f"{upstream.url}/other").json()["headers"]
+
+
+def test_google_auths_authorized_session(upstream: Upstream) -> None:
+    """google-auth's ``AuthorizedSession`` (a ``requests.Session``) adds its bearer token."""
+    credentials = google.oauth2.credentials.Credentials(token="ya29.token")  # noqa: S106  (a test token)
+    with mounted(google.auth.transport.requests.AuthorizedSession(credentials)) as session:
+        headers = session.get(f"{upstream.url}/v1/things").json()["headers"]
+    assert headers["authorization"] == "Bearer ya29.token"
+    assert wsgi_pool.client().pools.stats()[upstream.url].calls == 1
+
+
+def test_an_sdk_sessions_own_ca_bundle_does_not_split_a_plain_http_pool(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session that reads ``REQUESTS_CA_BUNDLE`` (``trust_env``, requests' default) passes a CA
+    path with every call: over plain http it verifies nothing, so the upstream keeps one pool,
+    and ``pool_maxsize`` bounds what the SDK and the clients keep together."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    with mounted(requests.Session()) as session:
+        assert session.trust_env
+        session.get(f"{upstream.url}/sdk").raise_for_status()
+        wsgi_pool.client().get(f"{upstream.url}/client").raise_for_status()
+        session.get(f"{upstream.url}/sdk", verify=False).raise_for_status()  # nothing to verify
+    assert upstream.stats().connections_opened == 1
+
+
+def test_an_sdk_session_gets_the_policies(upstream: Upstream) -> None:
+    """The adapter's config applies to the SDK's calls: timeouts named, the size cap, and the
+    egress policy; a ``wsgi_pool.deadline()`` block bounds them."""
+    config = PoolConfig(read_timeout=0.2, retries=0, max_response_bytes=100)
+    with mounted(requests.Session(), config) as session:
+        with pytest.raises(wsgi_pool.UpstreamReadTimeout):
+            session.get(f"{upstream.url}/slow?delay=1")
+        with pytest.raises(wsgi_pool.ResponseTooLarge):
+            session.get(f"{upstream.url}/big?size=1000")
+    denied = PoolConfig(egress_deny=("127.0.0.0/8",), egress_deny_private=False)
+    with mounted(requests.Session(), denied) as session, pytest.raises(wsgi_pool.EgressDenied):
+        session.get(f"{upstream.url}/x")
+    with mounted(requests.Session()) as session:
+        started = time.monotonic()
+        with wsgi_pool.deadline(0.3), pytest.raises(wsgi_pool.DeadlineExceeded):
+            session.get(f"{upstream.url}/slow?delay=2")
+        # The block, not the 15 s read timeout, ended it (far below the upstream's 2 s).
+        assert time.monotonic() - started < 2.0
+    assert upstream.stats().requests_served == 3  # the denied call never left
+
+
+# -- inside a request -----------------------------------------------------------------------------
+
+
+def sdk_view(session: requests.Session, target: str) -> Any:
+    """A WSGI app whose handler calls ``target`` through an SDK's ``session``."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        try:
+            answer = session.get(target)
+        except wsgi_pool.DeadlineExceeded as exc:
+            start_response("504 Gateway Timeout", [])
+            return [str(exc).encode()]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [answer.content]
+
+    return wsgi_pool.PoolMiddleware(app)
+
+
+def test_inside_a_request_an_sdk_call_carries_its_id_and_trace_context(
+    upstream: Upstream,
+) -> None:
+    with mounted(requests.Session(), PoolConfig(propagate=True)) as session:
+        app = sdk_view(session, f"{upstream.url}/sdk")
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        status, body, _ = call(app, HTTP_X_REQUEST_ID="req-42", HTTP_TRACEPARENT=traceparent)
+        headers = json.loads(body)["headers"]
+        # Outside a request, the same session carries no request's id.
+        outside = session.get(f"{upstream.url}/sdk").json()["headers"]
+    assert status == "200 OK"
+    assert headers["X-Request-ID"] == "req-42"
+    assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert "X-Request-ID" not in outside
+
+
+def test_inside_a_request_an_sdk_call_ends_within_the_request_budget(
+    upstream: Upstream,
+) -> None:
+    """The caller gave the request 300 ms (``X-Request-Deadline``): the SDK's call ends then."""
+    with mounted(requests.Session()) as session:
+        app = sdk_view(session, f"{upstream.url}/slow?delay=2")
+        started = time.monotonic()
+        status, body, _ = call(app, HTTP_X_REQUEST_DEADLINE="300")
+        took = time.monotonic() - started
+    assert status == "504 Gateway Timeout", body
+    assert b"deadline" in body
+    assert took < 2.0  # the budget, not the 15 s read timeout or the upstream's 2 s
+
+
+def test_an_sdk_session_mounted_at_import_under_preload_shares_no_socket(
+    upstream: Upstream,
+) -> None:
+    """gunicorn --preload: the app module mounts the adapter on an SDK session at import and calls
+    through it in the master; two workers then call through it: no connection carries calls
+    of two processes, and each request's id reaches the upstream."""
+    env = {"UPSTREAM_URL": upstream.url, "WARM_IN_MASTER": "1", "WSGI_POOL_PROPAGATE": "1"}
+    flags = ["-c", CONF, "--preload", "-k", "gthread", "-w", "2", "--threads", "2"]
+    with GunicornServer("tests.apps:app", flags, env=env, cwd=str(ROOT)) as server:
+        wait_for_sizing_lines(server, 3)
+        answers = [get(server, "/sdk", headers={"X-Request-ID": f"r{n}"}) for n in range(40)]
+        server.stop()
+    assert [status for status, _ in answers] == [200] * 40
+    ids = [json.loads(body)["headers"]["X-Request-ID"] for _, body in answers]
+    assert ids == [f"r{n}" for n in range(40)]
+    assert upstream.shared_connections() == {}
