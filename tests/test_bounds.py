@@ -4,10 +4,12 @@ pools a process keeps whatever configs callers build, and the watchdog's memory.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import threading
 
 import pytest
+import requests
 from urllib3.exceptions import InsecureRequestWarning
 
 import wsgi_pool
@@ -41,6 +43,51 @@ def test_an_evicted_pools_connections_still_count(
     assert results == [200] * 4
     assert upstream.stats().max_in_flight == 2
     assert http.pools.stats()[upstream.url].in_use == 0  # every slot back
+
+
+def test_a_retired_sets_connections_still_count(upstream: Upstream) -> None:
+    """pool_maxsize=2: two slow calls in flight, then enough other pool shapes to retire their
+    set, then two more calls of the first config (a new set): never more than 2 in flight."""
+    config = PoolConfig(pool_maxsize=2, pool_timeout=10.0, deadline=15.0, retries=0)
+    results: list[int] = []
+
+    def slow(delay: float) -> None:
+        with wsgi_pool.client(config) as http:
+            results.append(http.get(f"{upstream.url}/slow?delay={delay}").status_code)
+
+    first = [threading.Thread(target=slow, args=(1.0,)) for _ in range(2)]
+    for thread in first:
+        thread.start()
+    assert wait_until(lambda: upstream.stats().max_in_flight == 2)
+    retired = wsgi_pool.client(config).pools
+    for number in range(_process.MAX_POOL_SETS):
+        wsgi_pool.client(PoolConfig(pool_maxsize=2, idle_timeout=1.0 + number)).pools  # noqa: B018
+    assert retired.retired
+    later = [threading.Thread(target=slow, args=(0.1,)) for _ in range(2)]
+    for thread in later:
+        thread.start()
+    for thread in [*first, *later]:
+        thread.join(30)
+    assert results == [200] * 4
+    assert upstream.stats().max_in_flight == 2
+
+
+def test_streams_an_sdk_drops_unread_give_their_connections_back(upstream: Upstream) -> None:
+    """An SDK's session over wsgi_pool.adapter() drops two unread streamed responses with
+    pool_maxsize=2: once they are gone, their connections are closed and the slots given
+    back (as requests' own pools would go on), so later calls are not refused."""
+    config = PoolConfig(pool_maxsize=2, pool_timeout=0.5, retries=0)
+    with requests.Session() as session:
+        session.mount("http://", wsgi_pool.adapter(config))
+        for number in range(2):
+            response = session.get(f"{upstream.url}/stream/{number}?size=100000", stream=True)
+            assert response.status_code == 200
+            del response  # dropped unread
+        gc.collect()
+        assert session.get(f"{upstream.url}/later").status_code == 200
+        assert session.get(f"{upstream.url}/later").status_code == 200
+    counts = wsgi_pool.client(config).pools.stats()[upstream.url]
+    assert (counts.in_use, counts.discarded) == (0, 2)
 
 
 def test_configs_made_per_call_share_one_set_of_pools(upstream: Upstream) -> None:

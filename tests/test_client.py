@@ -126,6 +126,21 @@ def test_a_client_of_pools_of_ones_own_sends_through_them(upstream: Upstream) ->
     own.close()
 
 
+def test_a_client_of_this_processs_pools_for_a_config_keeps_that_config(
+    upstream: Upstream,
+) -> None:
+    """``Client(pools=P)`` where P are this process's pools for a config with a 0.5 s deadline:
+    the calls go through P under that config."""
+    config = PoolConfig(deadline=0.5, retries=0)
+    shared = wsgi_pool.client(config).pools
+    with Client(pools=shared) as http:
+        assert http.pools is shared
+        assert http.config.deadline == 0.5
+        with pytest.raises(wsgi_pool.DeadlineExceeded):
+            http.get(f"{upstream.url}/slow?delay=1.5")
+    assert shared.stats()[upstream.url].calls == 1
+
+
 def test_the_pools_serve_a_tool_driving_urllib3_itself(upstream: Upstream) -> None:
     """A tool that drives the adapter's urllib3 pool manager itself (no call around it) gets its
     answer, and the connection goes back to the pool."""

@@ -20,7 +20,9 @@ from wsgi_pool import (
     DeadlineExceeded,
     PoolConfig,
     UpstreamSettings,
+    WorkerPools,
     WsgiPoolError,
+    _process,
     size_pools,
 )
 from wsgi_pool._deadline import Deadline, Watchdog, incoming_budget
@@ -338,3 +340,20 @@ def test_a_connect_outside_a_call_keeps_its_whole_timeout() -> None:
         assert _share(None, 2) == pytest.approx(1.5, abs=0.05)
     finally:
         wsgi_pool._deadline.unbind(token)
+
+
+def test_a_callers_own_pools_get_a_running_watchdog_after_the_worker_stopped_one(
+    upstream: Upstream,
+) -> None:
+    """close_process_pools() (the worker_exit hook) stops the process's watchdog; pools a
+    caller made still cut their calls at the deadline (a new watchdog starts)."""
+    own = WorkerPools(PoolConfig(deadline=0.5, retries=0))
+    with wsgi_pool.Client(pools=own) as http:
+        assert http.get(f"{upstream.url}/warm").status_code == 200
+        _process.close_process_pools()
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            http.get(f"{upstream.url}/slow?delay=3")
+        assert time.monotonic() - started < 2.5  # the deadline, not the upstream's 3 s
+        assert own.watchdog.cuts == 1
+    own.close()

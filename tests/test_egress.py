@@ -50,6 +50,18 @@ def test_a_denied_address_is_refused_however_spelled(target: Upstream, host: str
     assert all(found.in_use == 0 for found in http.pools.stats().values())
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "0"])
+def test_the_unspecified_address_is_judged_as_this_host(upstream: Upstream, host: str) -> None:
+    """``http://0.0.0.0:PORT`` connects to this host (the control shows it): a policy that
+    denies loopback refuses it too."""
+    url = spelled(upstream, host)
+    assert wsgi_pool.client().get(url).json()["path"] == "/x"
+    upstream.reset()
+    with pytest.raises(EgressDenied):
+        wsgi_pool.client(PoolConfig(egress_deny=("127.0.0.0/8",))).get(url)
+    assert upstream.stats().connections_opened == 0
+
+
 def test_deny_private_refuses_loopback_and_an_allow_entry_lets_one_through(
     upstream: Upstream, target: Upstream
 ) -> None:
@@ -168,6 +180,10 @@ def test_a_name_that_does_not_resolve_is_unreachable(monkeypatch: pytest.MonkeyP
             {"allow": ["10.0.0.0/8"], "deny": ["10.0.0.5"]}, "10.0.0.5", True, id="deny-wins"
         ),
         pytest.param({"allow": ["127.0.0.0/8"]}, "::ffff:127.0.0.1", False, id="allow-mapped"),
+        # A connect to the unspecified address reaches this host: judged as loopback.
+        pytest.param({"deny": ["127.0.0.0/8"]}, "0.0.0.0", True, id="unspecified-v4-as-loopback"),
+        pytest.param({"deny": ["::1"]}, "::", True, id="unspecified-v6-as-loopback"),
+        pytest.param({"allow": ["127.0.0.0/8"]}, "0.0.0.0", False, id="unspecified-allowed"),
     ],
 )
 def test_policy_table(settings: dict[str, Any], address: str, refused: bool) -> None:

@@ -68,9 +68,15 @@ def test_remembered_keys_are_bounded(upstream: Upstream) -> None:
     for number in range(MAX_KEYS + 1):
         keys.pool_for(manager, request, f"/ca-{number}.pem", None)
     assert len(keys) == 1
-    with Client() as client:
-        unhashable: Any = ["unhashable"]
+    unhashable: Any = ["unhashable"]
+    assert keys.pool_for(manager, request, unhashable, None).port == request_port(request)
+    assert len(keys) == 1  # not remembered
+    with Client() as client:  # over plain http a verify setting is never looked at
         assert client.get(f"{upstream.url}/x", verify=unhashable).status_code == 200
+
+
+def request_port(request: requests.PreparedRequest) -> int:
+    return int((request.url or "").rsplit(":", 1)[1].split("/")[0])
 
 
 class _Raising:

@@ -129,11 +129,13 @@ def test_the_environment_settings_are_read_once_per_process(
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_a_forked_child_lets_go_of_the_parents_connections(upstream: Upstream) -> None:
+@pytest.mark.parametrize("own", [False, True], ids=["the process's pools", "a caller's own"])
+def test_a_forked_child_lets_go_of_the_parents_connections(upstream: Upstream, own: bool) -> None:
     """A child forked while the parent keeps a connection (multiprocessing in a handler) holds
     no copy of it: when the parent closes its pools, the upstream sees the connection close,
-    the child still alive."""
-    http = wsgi_pool.client()
+    the child still alive. The same for pools a caller made (``Client(pools=WorkerPools(...))``)."""
+    pools = WorkerPools(PoolConfig()) if own else None
+    http = wsgi_pool.Client(pools=pools)
     http.get(f"{upstream.url}/warm")
     assert upstream.stats().open_connections == 1
     release, hold = os.pipe()
@@ -144,7 +146,10 @@ def test_a_forked_child_lets_go_of_the_parents_connections(upstream: Upstream) -
         os._exit(0)
     os.close(release)
     try:
-        _process.close_process_pools()
+        if pools is None:
+            _process.close_process_pools()
+        else:
+            pools.close()
         assert wait_until(lambda: upstream.stats().open_connections == 0, timeout=3)
     finally:
         os.write(hold, b"x")
@@ -167,6 +172,25 @@ def test_releasing_copies_closes_only_this_processs_descriptors(upstream: Upstre
         assert answer.content  # read: its connection is back in the pool, idle
     assert foreign.release_copies() == 1
     assert foreign.release_copies() == 0  # detached: never closed twice
+    assert wait_until(lambda: upstream.stats().open_connections == 1)  # ours stays open
+    foreign.close()
+
+
+def test_the_at_fork_hook_releases_every_inherited_set_of_pools(upstream: Upstream) -> None:
+    """What runs in a forked child, run here on pools marked as another process's (a caller's
+    own, which the registry never knew): they are retired and their sockets released; this
+    process's own are left alone."""
+    from wsgi_pool import _worker  # noqa: PLC0415
+
+    http = wsgi_pool.client()
+    http.get(f"{upstream.url}/warm")
+    foreign = wsgi_pool.WorkerPools(PoolConfig(), pid=os.getpid() + 100000)
+    answer = foreign.adapter.send(requests.Request("GET", f"{upstream.url}/copy").prepare())
+    assert answer.content
+    assert wait_until(lambda: upstream.stats().open_connections == 2)
+    _worker._release_inherited()
+    assert foreign.retired
+    assert not http.pools.retired
     assert wait_until(lambda: upstream.stats().open_connections == 1)  # ours stays open
     foreign.close()
 

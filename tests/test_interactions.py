@@ -151,7 +151,7 @@ def transport(
     made.close()
 
 
-CUT = {"deadline": 1.0, "read_timeout": 30.0, "connect_timeout": 5.0, "retries": 0}
+CUT: dict[str, Any] = {"deadline": 1.0, "read_timeout": 30.0, "connect_timeout": 5.0, "retries": 0}
 
 
 def test_a_cut_upload_is_never_replayed(transport: Transport) -> None:
@@ -185,6 +185,66 @@ def _cut_twice(transport: Transport, server: FaultServer) -> None:
                 http.get(f"{server.url}/drip/{attempt}")
         assert http.pools.watchdog.cuts == 2
     assert paths(server) == ["/first/0", "/drip/0", "/first/1", "/drip/1"]
+
+
+CLOSING_HEADS = {
+    "length, Connection: close": b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nConnection: close\r\n\r\n",
+    "chunked, Connection: close": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n32\r\n"
+    ),
+    "HTTP/1.0": b"HTTP/1.0 200 OK\r\nContent-Length: 50\r\n\r\n",
+    "length and chunked": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n32\r\n"
+    ),
+    "until the close": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["content", "stream"])
+@pytest.mark.parametrize("head", list(CLOSING_HEADS))
+def test_a_body_that_ends_its_connection_is_cut_at_the_deadline(
+    transport: Transport, head: str, stream: bool
+) -> None:
+    """A response that will close its connection (http.client lets go of the socket for it)
+    drips its body: the call ends at its deadline, as DeadlineExceeded, never as a body cut
+    short that looks whole."""
+
+    def script(peer: Peer) -> None:
+        if peer.read_request():
+            peer.send(CLOSING_HEADS[head])
+            peer.drip(b"x" * 50, 0.2)
+
+    server = transport.serve(script)
+    with wsgi_pool.client(transport.config(**CUT)) as http:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="reading the body"):
+            http.get(f"{server.url}/drip", stream=stream).content  # noqa: B018
+        took = time.monotonic() - started
+    assert took < 4.0  # the deadline (1 s), not the 10 s the body takes
+
+
+def dripped_tunnel(peer: Peer) -> None:
+    """A proxy that answers CONNECT a byte every 0.2 s (16 s in all)."""
+    if peer.read_request(body=False):
+        peer.drip(b"HTTP/1.1 200 Connection established\r\nX-Slow: " + b"y" * 40 + b"\r\n\r\n", 0.2)
+
+
+@pytest.mark.parametrize("proxy_tls", [False, True], ids=["http proxy", "https proxy"])
+def test_a_proxy_tunnel_that_drips_is_cut_at_the_deadline(
+    ca: trustme.CA, tmp_path: Path, proxy_tls: bool
+) -> None:
+    """Setting up the tunnel (CONNECT, and the TLS inside) is part of the call: the watchdog
+    holds it to the deadline, where each read would otherwise get a new connect timeout."""
+    tls = tls_context(ca, "127.0.0.1") if proxy_tls else None
+    with FaultServer(dripped_tunnel, tls=tls) as proxy:
+        config = PoolConfig(proxies={"https": proxy.url}, ca_bundle=write_ca(ca, tmp_path), **CUT)
+        with wsgi_pool.client(config) as http:
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                http.get("https://127.0.0.1:9/x")
+            took = time.monotonic() - started
+            assert http.pools.watchdog.cuts >= 1
+    assert took < 4.0  # the deadline (1 s), not the 16 s the tunnel's answer takes
 
 
 def test_interim_answers_on_every_transport(transport: Transport) -> None:
@@ -318,6 +378,25 @@ def test_a_deadline_spent_on_one_address_tries_no_other(
         with wsgi_pool.client(config) as http, pytest.raises(DeadlineExceeded):
             http.get(f"http://several.test:{port}/x")
         assert live.stats().requests_served == 0
+
+
+@pytest.mark.parametrize("egress", EGRESS)
+def test_a_name_whose_addresses_are_all_dead_ends_at_the_deadline(
+    egress: dict[str, Any],
+    black_holes: tuple[list[str], int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four black-holed addresses and a 1 s deadline: the last address gets what the deadline
+    leaves, not the whole 5 s connect timeout."""
+    addresses, port = black_holes
+    _resolving(monkeypatch, "dead.test", addresses, port)
+    config = PoolConfig(connect_timeout=5.0, deadline=1.0, retries=0, **egress)
+    with wsgi_pool.client(config) as http:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="connecting"):
+            http.get(f"http://dead.test:{port}/x")
+        took = time.monotonic() - started
+    assert took < 1.4  # before: 1.76 s (the last address had the whole connect timeout)
 
 
 @pytest.mark.parametrize("egress", EGRESS)

@@ -74,6 +74,14 @@ FRAMINGS = {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"2\r\nok\r\n0\r\n\r\n"
     ),
+    # RFC 9110, 8.6: a 204 never has a Content-Length; the bytes after it (here a whole
+    # answer) would be the next call's if the connection were kept.
+    "204 with a length": (
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 44\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+    ),
+    # int() reads "+4" as 4, but a length is digits only.
+    "a signed length": b"HTTP/1.1 200 OK\r\nContent-Length: +4\r\n\r\nokokEVIL",
 }
 
 
@@ -87,12 +95,14 @@ def framed(head: bytes) -> Any:
 
 @pytest.mark.parametrize("framing", list(FRAMINGS), ids=list(FRAMINGS))
 def test_a_doubtful_framing_closes_the_connection(harness: Harness, framing: str) -> None:
-    """A 101 to a plain request, or both a length and chunked: the connection is not reused."""
+    """A 101 to a plain request, both a length and chunked, a 204 with a length, a length that
+    is not digits: the connection is not reused, so no call gets bytes sent after an answer."""
     server = harness.serve(framed(FRAMINGS[framing]))
     http = harness.client(retries=0)
     first = http.get(f"{server.url}/a")
     second = http.get(f"{server.url}/b")
-    assert first.status_code == second.status_code
+    assert (first.status_code, first.content) == (second.status_code, second.content)
+    assert b"EVIL" not in first.content + second.content
     assert server.connections == 2  # each call on a connection of its own
     assert http.pools.stats()[server.url].reused == 0
     harness.assert_intact(http)

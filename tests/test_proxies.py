@@ -88,3 +88,18 @@ def test_a_proxy_that_fails_is_a_proxy_error_naming_it(upstream: Upstream) -> No
     assert f"the proxy at {proxy} failed" in str(caught.value)
     assert caught.value.upstream == upstream.url
     assert upstream.stats().requests_served == 0
+
+
+def test_a_proxy_error_urllib3_raises_itself_is_a_proxy_error() -> None:
+    """urllib3's ProxyError raised without a retry around it (the pool unnamed): still
+    UpstreamProxyError, and requests' ProxyError."""
+    from urllib3.exceptions import ProxyError  # noqa: PLC0415
+
+    from wsgi_pool._translate import requests_error, translate  # noqa: PLC0415
+
+    raised = requests_error(ProxyError("Unable to connect to proxy", OSError("refused")), None)
+    assert raised is not None
+    error = translate(raised, upstream="http://target:80", deadline=None, where="connecting")
+    assert isinstance(error, wsgi_pool.UpstreamProxyError)
+    assert isinstance(error, requests.exceptions.ProxyError)
+    assert "the proxy failed" in str(error)

@@ -33,6 +33,7 @@ def test_default_timeouts_apply_when_the_caller_gives_none(upstream: Upstream) -
     [
         pytest.param((2, 0.2), id="tuple"),
         pytest.param(Timeout(connect=2, read=0.2), id="urllib3 Timeout"),
+        pytest.param(Timeout(total=0.2), id="urllib3 Timeout with a total"),
         pytest.param(0.2, id="number"),
     ],
 )
@@ -41,6 +42,13 @@ def test_caller_timeouts_are_per_operation(upstream: Upstream, timeout: Any) -> 
     http = wsgi_pool.client()
     with pytest.raises(wsgi_pool.UpstreamReadTimeout):
         http.get(f"{upstream.url}/slow?delay=1", timeout=timeout)
+
+
+def test_a_urllib3_total_that_is_not_reached_lets_the_call_through(upstream: Upstream) -> None:
+    """``Timeout(total=2)`` as requests passes it on: a call of 0.3 s answers."""
+    http = wsgi_pool.client()
+    total: Any = Timeout(total=2.0)  # requests passes a urllib3 Timeout on (its stubs say less)
+    assert http.get(f"{upstream.url}/slow?delay=0.3", timeout=total).status_code == 200
 
 
 def test_no_timeout_at_all_is_still_bounded_by_the_deadline(upstream: Upstream) -> None:

@@ -31,7 +31,6 @@ from . import _deadline, _propagation
 from ._call import Call
 from ._config import PoolConfig
 from ._connection import release_copies
-from ._deadline import Watchdog
 from ._egress import EgressPolicy
 from ._errors import SharedStateError
 from ._fast import seams
@@ -94,9 +93,9 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         config: PoolConfig,
         sizing: PoolSizing,
         *,
-        watchdog: Watchdog,
         stats: Registry,
         cache: ResponseCache | None = None,
+        slots: weakref.WeakValueDictionary[tuple[str, int], Slots] | None = None,
     ) -> None:
         self.pool_config = config
         self.policy = Policy(config)
@@ -106,15 +105,15 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         self.http_cache = cache
         # Per upstream: a retry budget per counted upstream and retry setting (bounded by the
         # stats' registry), and the slots of the upstreams with a pool or a connection out
-        # (they go with the last). setdefault keeps one of two racing threads' objects.
+        # (they go with the last; shared with the process's other sets of pools, retired ones
+        # included, when it passes its own). setdefault keeps one of two racing threads' objects.
         self._budgets: dict[tuple[str, float, float], RetryBudget] = {}
-        self._slots: weakref.WeakValueDictionary[str, Slots] = weakref.WeakValueDictionary()
+        self._slots = weakref.WeakValueDictionary() if slots is None else slots
         self._keys = PoolKeys()
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pool_classes = pool_classes(
             wait=sizing.pool_timeout,
             idle_timeout=config.idle_timeout,
-            watchdog=watchdog,
             egress=EgressPolicy.from_config(config),
             registry=stats,
             slots_for=self._slots_for,
@@ -179,9 +178,10 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
 
     def _slots_for(self, origin: str) -> Slots:
         """The slots of ``origin``: one object for every urllib3 pool made for it."""
-        found = self._slots.get(origin)
+        key = (origin, self.sizing.pool_maxsize)
+        found = self._slots.get(key)
         if found is None:
-            found = self._slots.setdefault(origin, Slots(self.sizing.pool_maxsize))
+            found = self._slots.setdefault(key, Slots(self.sizing.pool_maxsize))
         return found
 
     def budget_for(self, stats: Counters, config: PoolConfig) -> RetryBudget:

@@ -95,7 +95,9 @@ def operation_timeouts(timeout: Any, connect: float, read: float) -> tuple[float
                 f"float to set both timeouts to the same value."
             ) from None
     elif isinstance(timeout, Timeout):
-        checked = timeout
+        # With a total, urllib3 works the read timeout out from a started clock: a clone's.
+        checked = timeout.clone()
+        checked.start_connect()
     else:
         checked = Timeout(connect=timeout, read=timeout)
     return _seconds(checked.connect_timeout), _seconds(checked.read_timeout)
@@ -191,7 +193,7 @@ class Call:
             connect, read, connect_capped, read_capped = attempt_timeouts(
                 self.connect, self.read, remaining
             )
-            attempt = Attempt(fresh=fresh)
+            attempt = Attempt(fresh=fresh, stream=bool(kwargs.get("stream")))
             token = _attempt.bind(attempt)
             try:
                 response = self.transport.attempt(

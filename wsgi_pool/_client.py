@@ -118,10 +118,11 @@ class Client(requests.Session):
         self.max_redirects = DEFAULT_REDIRECT_LIMIT
         self._keeps_cookies = keep_cookies
         self._jar: RequestsCookieJar | None = None  # made on first use: see cookies
+        if pools is not None and config is None and pools.config is not _process.effective(None):
+            config = self._config = pools.config  # pools made for a config: calls keep it
         if pools is None or _process.shared(pools):
             mounted = adapter(config)
-        else:  # pools of the caller's own making: the calls go through them, under their config
-            config = self._config = pools.config if config is None else config
+        else:  # pools of the caller's own making: the calls go through them
             mounted = ProcessAdapter(config, pools)
         self.adapters = OrderedDict([("https://", mounted), ("http://", mounted)])
 

@@ -10,8 +10,9 @@ urllib3's connections with three things added:
 - **one answer per request** (:class:`Response`): informational answers (``1xx`` but ``101``,
   such as ``103 Early Hints``) are read past, never returned in place of the final one; and
   a head whose framing is in doubt (``101``, a ``Transfer-Encoding`` with a
-  ``Content-Length``, or one that does not end in ``chunked``) closes the connection after
-  the response instead of keeping it;
+  ``Content-Length``, or one that does not end in ``chunked``, a ``204`` with a
+  ``Content-Length``, a length that is not digits) closes the connection after the response
+  instead of keeping it;
 - the fast path's request writer and head reader (``_fast.request``, ``_fast.head``), each
   taken only while the seams it skips are intact.
 
@@ -79,13 +80,19 @@ class Response(FastHead):
         smuggler's favourite, the connection is not reused), and one that does not end in
         chunked is read until the connection closes."""
         encoding = self.msg.get("transfer-encoding")
-        if encoding is None:
+        length = self.msg.get("content-length")
+        if encoding is not None:
+            if encoding.rpartition(",")[2].strip().lower() != "chunked":
+                this: Any = self
+                this.length = None
+                return True
+            return length is not None
+        if length is None:
             return False
-        if encoding.rpartition(",")[2].strip().lower() != "chunked":
-            this: Any = self
-            this.length = None
-            return True
-        return self.msg.get("content-length") is not None
+        if self.status == http.client.NO_CONTENT:
+            return True  # RFC 9110, 8.6: never on a 204; a body after it would be the next answer
+        # Digits only: "+4" or "4x" are no length, whatever int() makes of them.
+        return not all(part.strip().isdigit() for part in length.split(","))
 
 
 class Refused(Exception):
@@ -104,6 +111,8 @@ class Pooled(_Base):
     wp_sent: bool = False  # a request went out on it since it was taken from the pool
     wp_kept: bool = False  # it was open when taken from the pool
     wp_out: bool = False  # it holds one of the upstream's slots (taken from the pool, not yet back)
+    wp_lease: int = 0  # how many times it was taken from the pool (a dropped response names one)
+    wp_socket: socket.socket | None = None  # the OS socket it carries, for the watchdog to cut
     egress: EgressPolicy | None = None  # set per process by connection_classes, as is `made`
     made: weakref.WeakSet[Any]
     response_class = Response
@@ -129,13 +138,21 @@ class Pooled(_Base):
                         raise
                     continue
                 sock.settimeout(timeout)
+                self.wp_socket = sock
                 return sock
             conn._dns_host = last
-            self.timeout = timeout
-            return super()._new_conn()
+            # The last address: all the deadline leaves (the earlier ones took their shares).
+            self.timeout = _share(timeout, 1) if earlier else timeout
+            sock = self.wp_socket = super()._new_conn()
+            return sock
         finally:
             conn._dns_host = host
             self.timeout = timeout
+
+    def connect(self) -> None:
+        super().connect()
+        # TLS made a new socket object of the one _new_conn returned: the watchdog's is this.
+        self.wp_socket = os_socket(self.sock)
 
     def _addresses(self, host: str) -> list[str]:
         """The addresses to try for ``host``, in the resolver's order, those the policy refuses left out."""

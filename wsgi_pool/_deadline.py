@@ -255,6 +255,10 @@ class Watchdog:
         deadline.expired = True
         sock = os_socket(conn.sock)
         if sock is None:
+            # http.client let go of it for a response that closes the connection (and reads on
+            # from the socket), or it is still connecting: the socket the pools last saw.
+            sock = getattr(conn, "wp_socket", None)
+        if sock is None:
             return
         self.cuts += 1
         # The OS socket's own shutdown, also under TLS (and TLS in TLS): the reader blocked in

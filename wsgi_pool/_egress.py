@@ -76,8 +76,11 @@ class EgressPolicy:
 
 
 def _forms(address: Address) -> Iterator[Address]:
-    """``address``, and the IPv4 address an IPv6 one carries (mapped, compatible, 6to4, NAT64)."""
+    """``address``, the IPv4 address an IPv6 one carries (mapped, compatible, 6to4, NAT64), and
+    loopback for the unspecified address (a connect to ``0.0.0.0`` or ``::`` reaches this host)."""
     yield address
+    if address.is_unspecified:
+        yield ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour
         if embedded is None and (address in _NAT64 or address in _IPV4_COMPATIBLE):

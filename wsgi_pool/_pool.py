@@ -9,8 +9,9 @@ What a urllib3 pool does not do, added here where it can be done right:
   ``pool_connections`` while its connections are in use does not let a new one exceed it;
 - **client-side idle expiry**: a connection idle longer than ``idle_timeout`` is closed when
   taken, not reused (the server may be closing it right now);
-- **the watchdog**: while a connection carries a call, the process's watchdog holds it with
-  the call's deadline;
+- **the watchdog**: while a connection carries a call (its proxy tunnel's set-up included),
+  the process's watchdog holds it with the call's deadline (found on each use: a stopped one
+  is replaced);
 - **what a try did** (``_attempt``): whether its request went out on a reused connection and
   whether an answer came back, for the call's replay rule; a replay gets a fresh connection;
 - the pool's statistics: connections opened, reused, discarded, idle-expired.
@@ -34,7 +35,6 @@ from urllib3.exceptions import EmptyPoolError
 
 from . import _attempt, _deadline
 from ._connection import connection_classes
-from ._deadline import Watchdog
 from ._egress import EgressPolicy
 from ._fast import seams
 from ._fast.exchange import Exchange
@@ -97,7 +97,6 @@ class HTTPPool(Exchange, HTTPConnectionPool):
     wp_connection_class: type[Any]  # set per process by pool_classes, as are the five below
     pool_wait: float = 0.0
     idle_timeout: float = 0.0
-    watchdog: Watchdog
     registry: Registry
     slots_for: Callable[[str], Slots]
     stats: Counters
@@ -133,6 +132,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             # closed meanwhile), urllib3's caller gives the slot back with _put_conn(None).
             conn = super()._get_conn(wait)
             conn.wp_out = True  # type: ignore[attr-defined]  # it holds a slot until it comes back
+            conn.wp_lease = getattr(conn, "wp_lease", 0) + 1  # type: ignore[attr-defined]
         if getattr(conn, "sock", None) is not None:
             attempt = _attempt.current()
             if attempt is not None and attempt.fresh:
@@ -169,7 +169,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             if conn is not None:
                 conn.wp_out = False
         if conn is not None:
-            self.watchdog.disarm(conn)
+            _deadline.watchdog().disarm(conn)
             conn.wp_idle_since = time.monotonic()
             sent = getattr(conn, "wp_sent", False)
             conn.wp_sent = False
@@ -179,6 +179,18 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             ):
                 self.stats.add("discarded")  # closed after use, or no room to keep it
         super()._put_conn(conn)
+
+    def _prepare_proxy(self, conn: Any) -> None:
+        # urlopen connects through a proxy's tunnel (CONNECT, the proxy's TLS, the upstream's)
+        # before _make_request: the call's deadline holds here too.
+        deadline = _deadline.current()
+        if deadline is not None:  # pragma: no branch  (the adapter binds one for every call)
+            _deadline.watchdog().arm(deadline, conn)
+        try:
+            super()._prepare_proxy(conn)
+        except BaseException:
+            _deadline.watchdog().disarm(conn)
+            raise
 
     def _make_request(
         self,
@@ -192,7 +204,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
     ) -> BaseHTTPResponse:
         deadline = _deadline.current()
         if deadline is not None:  # pragma: no branch  (the adapter binds one for every call)
-            self.watchdog.arm(deadline, conn)
+            _deadline.watchdog().arm(deadline, conn)
         reused = getattr(conn, "wp_kept", False) and getattr(conn, "sock", None) is not None
         attempt = _attempt.current()
         if attempt is not None:
@@ -203,14 +215,32 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             response = super()._make_request(conn, method, url, body, headers, *args, **kwargs)
         except BaseException:
             # The caller (urlopen, or Exchange) closes it and gives its slot back empty.
-            self.watchdog.disarm(conn)
+            _deadline.watchdog().disarm(conn)
             if getattr(conn, "sock", None) is not None:
                 self.stats.add("discarded")
             conn.wp_sent = False
             raise
         if attempt is not None:
             attempt.answered = True
+            if attempt.stream and self.slots is not None:
+                # A streamed body the caller drops unread would hold its slot for good.
+                weakref.finalize(
+                    response, _dropped, weakref.ref(self), conn, getattr(conn, "wp_lease", 0)
+                )
         return response
+
+
+def _dropped(pool_ref: weakref.ref[HTTPPool], conn: Any, lease: int) -> None:
+    """A streamed response was dropped unread: its connection (if still out on that lease,
+    never given back) is closed and its slot given back, as urllib3 gives back a discarded one."""
+    pool = pool_ref()
+    if pool is None or not getattr(conn, "wp_out", False) or conn.wp_lease != lease:
+        return
+    conn.close()
+    conn.wp_out = False
+    _deadline.watchdog().disarm(conn)
+    pool.stats.add("discarded")
+    pool._put_conn(None)
 
 
 class HTTPSPool(HTTPPool, HTTPSConnectionPool):  # type: ignore[override]  # ConnectionCls: above
@@ -221,19 +251,17 @@ def pool_classes(
     *,
     wait: float,
     idle_timeout: float,
-    watchdog: Watchdog,
     egress: EgressPolicy | None,
     registry: Registry,
     slots_for: Callable[[str], Slots],
     made: weakref.WeakSet[Any],
 ) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes bound to one process's settings, watchdog, egress policy, stats and
+    """urllib3 pool classes bound to one process's settings, egress policy, stats and
     slots; the connections they make are added to ``made``."""
     plain, tls = connection_classes(egress, made)
     settings = {
         "pool_wait": wait,
         "idle_timeout": idle_timeout,
-        "watchdog": watchdog,
         "registry": registry,
         "slots_for": staticmethod(slots_for),
     }

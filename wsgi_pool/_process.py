@@ -19,6 +19,7 @@ import importlib
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -29,6 +30,7 @@ from ._policy import Policy
 from ._servers import ServerReport, uwsgi_report
 
 if TYPE_CHECKING:
+    from ._pool import Slots
     from ._worker import Extension, ExtensionFactory, WorkerPools
 
 logger = logging.getLogger("wsgi_pool")
@@ -50,12 +52,17 @@ class _ProcessPools:
     Mutable state: ``by_shape``, changed only under ``lock``; read without it.
     """
 
-    __slots__ = ("by_shape", "lock", "pid")
+    __slots__ = ("by_shape", "lock", "pid", "slots")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.lock = threading.Lock()
         self.by_shape: OrderedDict[tuple[object, ...], WorkerPools] = OrderedDict()
+        # The upstreams' slots (pool_maxsize), shared by every set: one retired while its
+        # connections are in use keeps holding their slots against the set that replaces it.
+        self.slots: weakref.WeakValueDictionary[tuple[str, int], Slots] = (
+            weakref.WeakValueDictionary()
+        )
 
 
 # Module state. ``_by_pid`` holds at most one entry, this process's; ``dict.setdefault`` makes
@@ -178,7 +185,7 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
         with process.lock:
             pools = process.by_shape.get(shape)
             if pools is None:  # pragma: no branch  (else: another thread built them meanwhile)
-                pools = _build(settings, process.pid)
+                pools = _build(settings, process)
                 process.by_shape[shape] = pools
                 if len(process.by_shape) > MAX_POOL_SETS:
                     retired = process.by_shape.popitem(last=False)[1]
@@ -194,11 +201,12 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
     return pools
 
 
-def _build(settings: PoolConfig, pid: int) -> WorkerPools:
+def _build(settings: PoolConfig, process: _ProcessPools) -> WorkerPools:
     from ._worker import WorkerPools  # noqa: PLC0415  (requests loads here, after fork)
 
+    pid = process.pid
     extensions = [found for make in _factories if (found := _extension(make, settings))]
-    pools = WorkerPools(settings, pid=pid, extensions=extensions)
+    pools = WorkerPools(settings, pid=pid, extensions=extensions, slots=process.slots)
     logger.info("pools for pid %d: %s", pid, pools.sizing.describe())
     for warning in pools.sizing.warnings:
         logger.warning("pid %d: %s", pid, warning)

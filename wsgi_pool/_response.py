@@ -19,7 +19,7 @@ from requests.cookies import RequestsCookieJar
 from urllib3.response import HTTPResponse
 
 from ._deadline import Deadline
-from ._failures import ResponseTooLarge
+from ._failures import DeadlineExceeded, ResponseTooLarge
 from ._fast import seams
 from ._fast.response import read_all
 from ._stats import Counters
@@ -82,6 +82,7 @@ class Response(requests.Response):
                         guard.upstream, guard.limit, received, request=self.request, response=self
                     )
                 yield chunk
+        self._not_cut(guard)
 
     def _read_whole(self, guard: Guard) -> None:
         """Read the whole body now, in one read of the raw response (else as requests reads it)."""
@@ -111,8 +112,20 @@ class Response(requests.Response):
                 raise ResponseTooLarge(
                     guard.upstream, limit, len(body), request=self.request, response=self
                 )
+        self._not_cut(guard)
         self._content = body
         self._content_consumed = True
+
+    def _not_cut(self, guard: Guard) -> None:
+        """A body that ended because the watchdog cut it is no body: a close-delimited one
+        ends at the cut as if complete."""
+        if guard.deadline.expired:
+            self.close()
+            error = DeadlineExceeded(
+                guard.upstream, guard.deadline.seconds, "reading the body", request=self.request
+            )
+            guard.stats.failed(error)
+            raise error
 
     @contextlib.contextmanager
     def _translated(self, guard: Guard) -> Iterator[None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,6 +27,7 @@ from ._stats import Registry, Sink, UpstreamSnapshot
 
 if TYPE_CHECKING:
     from ._deadline import Watchdog
+    from ._pool import Slots
 
 logger = logging.getLogger("wsgi_pool")
 
@@ -72,27 +74,33 @@ class WorkerPools(ReadOnly):
         pid: int | None = None,
         *,
         extensions: Sequence[Extension] = (),
+        slots: weakref.WeakValueDictionary[tuple[str, int], Slots] | None = None,
     ) -> None:
         self.pid = os.getpid() if pid is None else pid
         self.config = config
         self.sizing = size_pools(config)
         self.extensions = tuple(extensions)
-        self.watchdog: Watchdog = _deadline.watchdog()
         caches = [cache for e in self.extensions if (cache := e.response_cache()) is not None]
         self.adapter = SharedAdapter(
             config,
             self.sizing,
-            watchdog=self.watchdog,
             stats=Registry(sink_for=[e.sink_for for e in self.extensions]),
             cache=caches[0] if caches else None,
+            slots=slots,
         )
         self.proxies, self.no_proxy = proxy_settings(config)
         self.retired = False
         """Closed, or inherited across a fork: no client uses them any more (see ``_process``)."""
+        _every.add(self)
         self._frozen = True
         for extension in self.extensions:
             with _logged(f"starting {type(extension).__name__}"):
                 extension.start(self)
+
+    @property
+    def watchdog(self) -> Watchdog:
+        """This process's deadline watchdog (one per process, whichever pools a call uses)."""
+        return _deadline.watchdog()
 
     def retire(self) -> None:
         """No client may take these pools any more; the next call finds (or builds) others."""
@@ -171,3 +179,18 @@ def _logged(what: str) -> Iterator[None]:
         yield
     except Exception:
         logger.exception("wsgi_pool: %s failed", what)
+
+
+# Every WorkerPools of this process, registered or a caller's own: a forked child releases its
+# copies of all their sockets (the registered ones are also set aside by ``_process``).
+_every: weakref.WeakSet[WorkerPools] = weakref.WeakSet()
+
+
+def _release_inherited() -> None:
+    for pools in list(_every):
+        if pools.pid != os.getpid():
+            pools.retire()
+            pools.release_copies()
+
+
+os.register_at_fork(after_in_child=_release_inherited)
