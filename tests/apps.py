@@ -19,6 +19,11 @@ from wsgi_pool import PoolMiddleware, client_from
 sdk_session = requests.Session()
 sdk_session.mount("http://", wsgi_pool.adapter())
 
+if os.environ.get("PATCH_REQUESTS"):
+    # The app's start-up adopts wsgi_pool for every requests.get in it (in the master, under
+    # --preload): no call site changes.
+    wsgi_pool.patch_requests()
+
 if os.environ.get("WARM_IN_MASTER"):
     # Runs at import: in the gunicorn master under --preload, before any worker is forked.
     wsgi_pool.client().get(f"{UPSTREAM_URL}/master", headers={"X-Caller-Pid": str(os.getpid())})
@@ -51,6 +56,11 @@ def view(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     elif path == "/sdk":  # a call through the SDK's session: what the upstream saw
         pid = str(os.getpid())
         body = sdk_session.get(f"{UPSTREAM_URL}/sdk", headers={"X-Caller-Pid": pid}).content
+    elif path == "/plain-requests":  # the module-level function apps call everywhere
+        pid = str(os.getpid())
+        body = requests.get(
+            f"{UPSTREAM_URL}/plain", headers={"X-Caller-Pid": pid}, timeout=10
+        ).content
     elif path == "/session-slow":
         body = shared_session.get(f"{UPSTREAM_URL}/slow?delay=1", timeout=10).content
     else:

@@ -14,6 +14,8 @@ from tests.support import tls_upstream, write_ca
 from wsgi_pool import _process
 from wsgi_pool.testing import Upstream
 
+pytest_plugins = ["pytester"]  # tests/test_testing.py runs a user's suite with our pytest plugin
+
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:

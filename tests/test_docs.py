@@ -10,6 +10,7 @@ from typing import Any
 
 import certifi
 import pytest
+import requests.api
 
 import wsgi_pool
 from tests.support import ROOT
@@ -17,6 +18,8 @@ from tests.support import wsgi_call as call
 from wsgi_pool import PoolConfig
 from wsgi_pool._env import ENV_PREFIX
 from wsgi_pool.testing import Upstream
+
+REQUESTS_OWN = requests.api.request
 
 pytestmark = pytest.mark.usefixtures("django_settings")
 
@@ -67,11 +70,32 @@ def check_outside_a_request(namespace: dict[str, Any], upstream: Upstream) -> No
     assert upstream.stats().requests_served == 1
 
 
-def check_sdk_session(namespace: dict[str, Any], upstream: Upstream) -> None:
-    assert upstream.stats().requests_served == 1
-    # The call went through this process's pools, which counted it.
-    assert wsgi_pool.client().pools.stats()[upstream.url].calls >= 1
-    namespace["sdk_session"].close()
+def check_sdk_sessions(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert namespace["rows"]["cookie"] == "session=abc"
+    assert namespace["charge"]["headers"]["Authorization"] == "Bearer sk_test_123"
+    assert namespace["bucket"]["headers"]["authorization"] == "Bearer ya29.example"
+    assert upstream.stats().requests_served == 4
+    # Every call went through this process's pools, which counted them.
+    assert wsgi_pool.client().pools.stats()[upstream.url].calls == 4
+    for name in ("database", "payments", "cloud"):
+        namespace[name].close()
+
+
+def check_patch_requests(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert namespace["item"]["path"] == "/items/42"
+    assert wsgi_pool.client().pools.stats()[upstream.url].calls == 1
+    assert requests.api.request is REQUESTS_OWN  # unpatched again
+
+
+def check_testing_with_responses(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert namespace["item"] == {"id": 42}
+    assert upstream.stats().connections_opened == 0  # the mock answered
+
+
+def check_testing_with_an_upstream(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert namespace["body"] == b"item 42 from canned"
+    assert namespace["sent"].path == "/items/42"
+    assert upstream.stats().requests_served == 0  # the snippet's own upstream was called
 
 
 def check_config_in_code(namespace: dict[str, Any], upstream: Upstream) -> None:
@@ -108,12 +132,15 @@ CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "flask": check_flask,
     "django view": check_django_view,
     "outside a request": check_outside_a_request,
-    "sdk session": check_sdk_session,
+    "sdk sessions": check_sdk_sessions,
+    "patch requests": check_patch_requests,
     "trust boundaries": check_trust_boundaries,
     "deadlines": check_deadlines,
     "http cache": check_http_cache,
     "config in code": check_config_in_code,
     "pool stats": check_pool_stats,
+    "testing with responses": check_testing_with_responses,
+    "testing with an upstream": check_testing_with_an_upstream,
 }
 
 
@@ -177,3 +204,18 @@ def test_the_explain_output_in_the_readme_is_the_commands() -> None:
     shown = README.split(command, 1)[1].split("```", 1)[0]
     conf = str(ROOT / "deploy" / "gunicorn.conf.py")
     assert shown == render(explain(["-c", conf], {})) + "\n"
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    """A path in the README, SECURITY.md or ARCHITECTURE.md (a test, an example, a deploy file)
+    names a file of this repository."""
+    named = {
+        path
+        for page in ("README.md", "SECURITY.md", "ARCHITECTURE.md")
+        for path in re.findall(
+            r"`((?:tests|examples|deploy|benchmarks|wsgi_pool)/[\w./-]+)`",
+            (ROOT / page).read_text(),
+        )
+    }
+    assert "tests/test_compat.py" in named
+    assert [path for path in sorted(named) if not (ROOT / path).exists()] == []

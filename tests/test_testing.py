@@ -92,3 +92,37 @@ def test_upstream_detects_a_connection_used_by_two_processes(upstream: Upstream)
         session.get(f"{upstream.url}/a", headers={"X-Caller-Pid": "1"}, timeout=5)
         session.get(f"{upstream.url}/b", headers={"X-Caller-Pid": "2"}, timeout=5)
     assert list(upstream.shared_connections().values()) == [{"1", "2"}]
+
+
+def test_the_pytest_plugin_gives_an_upstream_and_fresh_pools(pytester: pytest.Pytester) -> None:
+    """A user's test suite with ``pytest_plugins = ["wsgi_pool.pytest_plugin"]``: the
+    ``upstream`` fixture serves canned answers and records what was sent; ``fresh_pools``
+    starts each test with no pools, so one test's statistics never show in the next."""
+    pytester.makeconftest('pytest_plugins = ["wsgi_pool.pytest_plugin"]\n')
+    pytester.makepyfile(
+        """
+        import wsgi_pool
+
+        def test_a_view_call(upstream, fresh_pools):
+            upstream.answer("/items/1", json={"id": 1}, headers={"X-From": "canned"})
+            with wsgi_pool.client() as http:
+                answer = http.get(upstream.url + "/items/1?full=1", headers={"X-Tag": "t"})
+            assert answer.json() == {"id": 1}
+            assert answer.headers["X-From"] == "canned"
+            (sent,) = upstream.seen("/items/1")
+            assert (sent.method, sent.path, sent.headers["X-Tag"]) == ("GET", "/items/1?full=1", "t")
+            assert wsgi_pool.client().pools.stats()[upstream.url].calls == 1
+
+        def test_the_next_one_starts_afresh(upstream, fresh_pools):
+            assert wsgi_pool.client().pools.stats() == {}
+            upstream.answer("/text", body="plain", status=201)
+            with wsgi_pool.client() as http:
+                answer = http.post(upstream.url + "/text", json={"a": 1})
+            assert (answer.status_code, answer.text) == (201, "plain")
+            assert upstream.seen()[0].json() == {"a": 1}
+            upstream.reset()
+            assert upstream.seen() == []
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         UpstreamUnreachable,
     )
     from ._middleware import ENVIRON_KEY, PoolMiddleware, client, client_from
+    from ._patch import patch_requests, unpatch_requests
     from ._stats import UpstreamSnapshot
     from ._worker import WorkerPools
 
@@ -86,12 +87,16 @@ __all__ = [
     "client",
     "client_from",
     "deadline",
+    "patch_requests",
     "size_pools",
+    "unpatch_requests",
 ]
 
 _LAZY = {
     "Client": "._client",
     "adapter": "._client",
+    "patch_requests": "._patch",
+    "unpatch_requests": "._patch",
     "ENVIRON_KEY": "._middleware",
     "PoolMiddleware": "._middleware",
     "client": "._middleware",

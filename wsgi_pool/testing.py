@@ -16,17 +16,25 @@ answer: ``delay=0.2`` waits before answering, ``set_cookie=name=value`` sets a c
 request whose ``If-None-Match`` matches it gets ``304 Not Modified`` and no body);
 ``close=1`` ends the connection after the answer (``Connection: close``).
 
+For testing an app, :meth:`Upstream.answer` gives a path a canned answer (a status, a JSON
+or other body, headers) in place of the echo, and :meth:`Upstream.seen` lists the requests
+received (method, path, headers, body): what the app sent.
+
 The server records, per TCP connection, the caller process ids it saw: a connection that
 carried requests from two processes is a socket shared across a fork
 (:meth:`Upstream.shared_connections`).
+
+pytest fixtures built on these are in ``wsgi_pool.pytest_plugin``.
 """
 
 from __future__ import annotations
 
 import abc
+import collections
 import contextlib
 import http.server
 import json
+import json as _json
 import os
 import signal
 import socket
@@ -39,10 +47,38 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["GunicornServer", "Upstream", "UpstreamStats"]
+__all__ = ["GunicornServer", "Seen", "Upstream", "UpstreamStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A request an :class:`Upstream` received: what a test asserts was sent."""
+
+    method: str
+    path: str
+    """The request target as sent: the path and the query string."""
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body, decoded as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A canned answer (see :meth:`Upstream.answer`)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+
+
+MAX_SEEN: Final = 10_000
+"""Requests an Upstream keeps for :meth:`Upstream.seen`; past that the oldest are dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +118,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body_in = self.rfile.read(length) if length else b""
         caller = self.headers.get("X-Caller-Pid")
         self.server.request_started(self.connection_id, caller)
+        seen = Seen(self.command, self.path, dict(self.headers.items()), body_in)
+        canned = self.server.record(seen, parts.path)
         try:
+            if canned is not None:
+                self._send(canned.status, canned.body, canned.headers)
+                return
             if "delay" in query:
                 time.sleep(float(query["delay"]))
             status = int(query.get("status", "200"))
@@ -129,6 +170,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             self.server.request_finished()
 
+    def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...]) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _answer
 
 
@@ -148,6 +198,8 @@ class _Server(http.server.ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._callers: dict[int, set[str]] = {}
         self._next_id = 0
+        self.answers: dict[str, Answer] = {}
+        self.seen: collections.deque[Seen] = collections.deque(maxlen=MAX_SEEN)
         self.reset()
 
     def reset(self) -> None:
@@ -156,6 +208,13 @@ class _Server(http.server.ThreadingHTTPServer):
             self.requests_served = 0
             self.in_flight = 0
             self.max_in_flight = 0
+            self.seen.clear()
+
+    def record(self, seen: Seen, path: str) -> Answer | None:
+        """Keep ``seen``; the canned answer for ``path``, if there is one."""
+        with self._lock:
+            self.seen.append(seen)
+            return self.answers.get(path)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()
@@ -276,8 +335,35 @@ class Upstream(_Running):
         return self._server.stats()
 
     def reset(self) -> None:
-        """Zero the counters. Open connections stay open; which processes used them is kept."""
+        """Zero the counters and forget the requests seen. Open connections stay open; which
+        processes used them, and the canned answers, are kept."""
         self._server.reset()
+
+    def answer(
+        self,
+        path: str,
+        *,
+        status: int = 200,
+        json: Any = None,
+        body: bytes | str = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """From now on, requests for ``path`` (any method, any query string) get this answer
+        instead of the echo: ``json`` (serialized, with its content type) or ``body``."""
+        if json is not None:
+            body = _json.dumps(json)
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        data = body.encode() if isinstance(body, str) else body
+        canned = Answer(status, data, tuple((headers or {}).items()))
+        with self._server._lock:
+            self._server.answers[path] = canned
+
+    def seen(self, path: str | None = None) -> list[Seen]:
+        """The requests received since start or :meth:`reset`, oldest first (only those for
+        ``path``, query string aside, if given)."""
+        with self._server._lock:
+            found = list(self._server.seen)
+        return [s for s in found if path is None or urlsplit(s.path).path == path]
 
     def shared_connections(self) -> dict[int, set[str]]:
         """Connections that carried requests from more than one caller process id."""
