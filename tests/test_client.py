@@ -126,6 +126,15 @@ def test_a_client_of_pools_of_ones_own_sends_through_them(upstream: Upstream) ->
     own.close()
 
 
+def test_the_adapters_are_mounted_as_in_requests() -> None:
+    """``client.adapters`` has requests' two prefixes (code that reads
+    ``session.adapters["https://"]`` finds the adapter that sends)."""
+    with wsgi_pool.client() as http:
+        assert list(http.adapters) == ["https://", "http://"]
+        assert http.adapters["https://"] is http.get_adapter("https://example.test/")
+        assert http.adapters["http://"] is wsgi_pool.adapter()
+
+
 def test_a_client_of_this_processs_pools_for_a_config_keeps_that_config(
     upstream: Upstream,
 ) -> None:

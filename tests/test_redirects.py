@@ -72,6 +72,25 @@ def test_a_cross_origin_hop_carries_only_the_allowed_headers(
     assert seen["User-Agent"].startswith("python-requests/")
 
 
+def test_each_hop_lists_the_hops_before_it_as_requests_does(upstream: Upstream) -> None:
+    """A -> B -> C: the answer's history is [A, B], and each hop's own history is the hops
+    before it (B's is [A], never itself), compared with requests' own session."""
+    chain = redirect(upstream, redirect(upstream, "/c"))
+
+    def shape(answer: requests.Response) -> list[list[str]]:
+        return [
+            [hop.url for hop in answer.history],
+            *[[h.url for h in hop.history] for hop in answer.history],
+        ]
+
+    with requests.Session() as session:
+        expected = shape(session.get(chain, timeout=5))
+    got = shape(wsgi_pool.client().get(chain))
+    assert got == expected
+    assert len(got[0]) == 2
+    assert got[2] == [got[0][0]]
+
+
 def test_the_call_cookies_stay_behind_on_later_hops(
     upstream: Upstream, second_upstream: Upstream
 ) -> None:

@@ -362,8 +362,8 @@ class Client(requests.Session):
         fragment = urlsplit(req.url or "").fragment
         location = self.get_redirect_target(resp)
         while location:
+            resp.history = history[:]  # the hops before it, as requests' own loop sets them
             history.append(resp)
-            resp.history = history[1:]
             _redirects.discard_body(resp)
             source = origin_of(resp.url)
             if len(history) > limit:
