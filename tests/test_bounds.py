@@ -13,8 +13,9 @@ import requests
 from urllib3.exceptions import InsecureRequestWarning
 
 import wsgi_pool
+from tests.faults import FaultServer, Peer
 from tests.support import wait_until
-from wsgi_pool import PoolConfig, _process
+from wsgi_pool import PoolConfig, _deadline, _pool, _process
 from wsgi_pool.testing import Upstream
 
 
@@ -88,6 +89,108 @@ def test_streams_an_sdk_drops_unread_give_their_connections_back(upstream: Upstr
         assert session.get(f"{upstream.url}/later").status_code == 200
     counts = wsgi_pool.client(config).pools.stats()[upstream.url]
     assert (counts.in_use, counts.discarded) == (0, 2)
+
+
+def _raise_for_status(response: requests.Response, *args: object, **kwargs: object) -> None:
+    response.raise_for_status()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["content", "stream"])
+@pytest.mark.parametrize("via", ["client", "sdk session"])
+def test_a_response_hook_that_raises_gives_the_connection_back(
+    upstream: Upstream, via: str, stream: bool
+) -> None:
+    """``raise_for_status`` as a response hook raises before the body is read: with
+    pool_maxsize=2, four failed calls, then calls that succeed (the slots came back)."""
+    config = PoolConfig(pool_maxsize=2, pool_timeout=0.5, retries=0)
+    session: requests.Session = wsgi_pool.client(config) if via == "client" else requests.Session()
+    session.mount("http://", wsgi_pool.adapter(config))
+    session.hooks["response"].append(_raise_for_status)
+    with session:
+        for number in range(4):
+            with pytest.raises(requests.HTTPError):
+                session.get(f"{upstream.url}/{number}?status=500", stream=stream)
+        assert session.get(f"{upstream.url}/ok").status_code == 200
+    assert wsgi_pool.client(config).pools.stats()[upstream.url].in_use == 0
+
+
+def test_a_hook_error_stays_the_error_when_the_body_cannot_be_read() -> None:
+    """The hook raises on a 500 whose body is cut short: the caller sees the hook's HTTPError
+    (not the read's), and the broken connection is closed, not kept."""
+
+    def cut_500(peer: Peer) -> None:
+        if peer.read_request():
+            peer.send(b"HTTP/1.1 500 Oops\r\nContent-Length: 100\r\n\r\npartial")
+            peer.reset()
+
+    with FaultServer(cut_500) as server, wsgi_pool.client(PoolConfig(retries=0)) as http:
+        http.hooks["response"].append(_raise_for_status)
+        with pytest.raises(requests.HTTPError):
+            http.get(f"{server.url}/x")
+        assert http.pools.stats()[server.url].idle == 0
+
+
+def test_streams_dropped_in_reference_cycles_give_their_connections_back(
+    upstream: Upstream,
+) -> None:
+    """The common ``except HTTPError as e: kept = e`` pattern holds each unread streamed
+    response in a cycle only the garbage collector frees: with pool_maxsize=2, five such calls
+    in a row all get a connection (a wait for one asks the collector first)."""
+    config = PoolConfig(pool_maxsize=2, pool_timeout=2.0, retries=0)
+    with requests.Session() as session:
+        session.mount("http://", wsgi_pool.adapter(config))
+
+        def fetch(number: int) -> str:
+            response = session.get(f"{upstream.url}/{number}?status=503", stream=True)
+            try:
+                response.raise_for_status()
+            except requests.HTTPError as exc:
+                kept = exc  # frame -> kept -> traceback -> frame: a cycle
+                return str(kept)[:3]
+            return "ok"  # pragma: no cover  (the upstream always answers 503)
+
+        assert [fetch(number) for number in range(5)] == ["503"] * 5
+
+
+def test_a_response_freed_in_the_watchdogs_thread_never_blocks_it(upstream: Upstream) -> None:
+    """A dropped response's finalizer may run in any thread, the watchdog's included while it
+    holds its lock: it only notes the connection, so the watchdog goes on and later calls
+    finish (they hung: the finalizer took the watchdog's lock again)."""
+    config = PoolConfig(pool_maxsize=4, pool_timeout=2.0, retries=0)
+    with requests.Session() as session:
+        session.mount("http://", wsgi_pool.adapter(config))
+        session.get(f"{upstream.url}/warm")
+        watchdog = _deadline.watchdog()
+
+        class Idle:
+            sock = None
+
+        watchdog.arm(_deadline.Deadline(0.3), Idle())  # the watchdog wakes in 0.3 s
+
+        class Holder:
+            response: object = None
+
+        threshold = gc.get_threshold()
+        gc.disable()
+        try:
+            held = Holder()
+            held.response = session.get(f"{upstream.url}/stream", stream=True)
+            held.response.holder = held  # type: ignore[attr-defined]  # a cycle
+            del held
+            gc.set_threshold(1)  # the next allocation in any thread collects: the watchdog's
+            gc.enable()
+            assert wait_until(lambda: len(_pool._dropped_pending) > 0, timeout=3)  # collected
+        finally:
+            gc.set_threshold(*threshold)
+            gc.enable()
+        answers: list[int] = []
+        thread = threading.Thread(
+            target=lambda: answers.append(session.get(f"{upstream.url}/after").status_code),
+            daemon=True,
+        )
+        thread.start()
+        thread.join(10)
+        assert answers == [200]
 
 
 def test_configs_made_per_call_share_one_set_of_pools(upstream: Upstream) -> None:

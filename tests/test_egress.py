@@ -184,6 +184,8 @@ def test_a_name_that_does_not_resolve_is_unreachable(monkeypatch: pytest.MonkeyP
         pytest.param({"deny": ["127.0.0.0/8"]}, "0.0.0.0", True, id="unspecified-v4-as-loopback"),
         pytest.param({"deny": ["::1"]}, "::", True, id="unspecified-v6-as-loopback"),
         pytest.param({"allow": ["127.0.0.0/8"]}, "0.0.0.0", False, id="unspecified-allowed"),
+        pytest.param({"deny": ["127.0.0.0/8"]}, "::ffff:0.0.0.0", True, id="mapped-unspecified"),
+        pytest.param({"deny": ["127.0.0.0/8"]}, "::ffff:0:0", True, id="mapped-unspecified-2"),
     ],
 )
 def test_policy_table(settings: dict[str, Any], address: str, refused: bool) -> None:

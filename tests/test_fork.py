@@ -195,6 +195,20 @@ def test_the_at_fork_hook_releases_every_inherited_set_of_pools(upstream: Upstre
     foreign.close()
 
 
+def test_releasing_copies_reaches_the_socket_of_a_closing_response(upstream: Upstream) -> None:
+    """A streamed response that closes its connection (``Connection: close``): http.client has
+    let go of the socket, which the response still reads; a forked child's release closes its
+    copy all the same."""
+    foreign = wsgi_pool.WorkerPools(PoolConfig(), pid=os.getpid() + 100000)
+    request = requests.Request("GET", f"{upstream.url}/closing?close=1").prepare()
+    response = foreign.adapter.send(request, stream=True)
+    assert response.headers["Connection"] == "close"
+    assert foreign.release_copies() == 1
+    assert wait_until(lambda: upstream.stats().open_connections == 0)
+    response.close()
+    foreign.close()
+
+
 def test_a_child_forgets_the_parents_watchdog() -> None:
     """After a fork the child makes its own watchdog (the parent's thread is not in it)."""
     from wsgi_pool import _deadline  # noqa: PLC0415

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from django.core import checks
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test import RequestFactory, override_settings
@@ -136,6 +139,28 @@ def test_django_streamed_responses_release_after_the_body(upstream: Upstream) ->
     assert b"".join(response.streaming_content) == b"x" * 10
     response.close()
     assert wsgi_pool.client().pools.stats()[upstream.url].in_use == 0
+
+
+def test_django_a_streamed_body_calls_in_the_requests_context(upstream: Upstream) -> None:
+    """A streaming response whose parts are made as Django sends them: an SDK's session (the
+    adapter mounted) called then carries the request's id."""
+    session = requests.Session()
+    session.mount("http://", wsgi_pool.adapter(PoolConfig(propagate=True)))
+
+    def parts() -> Iterator[bytes]:
+        for part in range(2):
+            yield session.get(f"{upstream.url}/part/{part}").content + b"\n"
+
+    def view(request: Any) -> StreamingHttpResponse:
+        return StreamingHttpResponse(parts())
+
+    response = _middleware(view)(RequestFactory().get("/", HTTP_X_REQUEST_ID="django-streamed"))
+    lines = b"".join(response.streaming_content).splitlines()
+    response.close()
+    session.close()
+    assert [json.loads(line)["headers"]["X-Request-ID"] for line in lines] == [
+        "django-streamed"
+    ] * 2
 
 
 def test_django_a_failing_view_releases_its_client(upstream: Upstream) -> None:

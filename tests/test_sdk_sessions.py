@@ -167,3 +167,45 @@ def test_an_sdk_session_mounted_at_import_under_preload_shares_no_socket(
     ids = [json.loads(body)["headers"]["X-Request-ID"] for _, body in answers]
     assert ids == [f"r{n}" for n in range(40)]
     assert upstream.shared_connections() == {}
+
+
+def test_a_prepared_request_sent_again_carries_only_the_current_requests_id(
+    upstream: Upstream,
+) -> None:
+    """An SDK that prepares a request once (at import) and sends it in each request: each send
+    carries the id of the request being served, and none outside a request."""
+    with mounted(requests.Session(), PoolConfig(propagate=True)) as session:
+        ping = session.prepare_request(requests.Request("GET", f"{upstream.url}/ping"))
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            start_response("200 OK", [])
+            return [session.send(ping).content]
+
+        wrapped = wsgi_pool.PoolMiddleware(app)
+        ids = [
+            json.loads(call(wrapped, HTTP_X_REQUEST_ID=name)[1])["headers"]["X-Request-ID"]
+            for name in ("request-a", "request-b")
+        ]
+        outside = session.send(ping).json()["headers"]
+    assert ids == ["request-a", "request-b"]
+    assert "X-Request-ID" not in outside
+    assert "X-Request-ID" not in ping.headers  # the SDK's own request is left as it was
+
+
+def test_a_streamed_response_body_calls_in_the_requests_context(upstream: Upstream) -> None:
+    """A WSGI app whose body is a generator calling the SDK as the server iterates it (after
+    the app returned): each call carries the request's id and budget."""
+    with mounted(
+        requests.Session(), PoolConfig(propagate=True, propagate_deadline=True)
+    ) as session:
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            start_response("200 OK", [])
+            for part in range(2):
+                yield session.get(f"{upstream.url}/part/{part}").content + b"\n"
+
+        wrapped = wsgi_pool.PoolMiddleware(app)
+        _, body, _ = call(wrapped, HTTP_X_REQUEST_ID="streamed", HTTP_X_REQUEST_DEADLINE="1500")
+    parts = [json.loads(line)["headers"] for line in body.splitlines()]
+    assert [found["X-Request-ID"] for found in parts] == ["streamed", "streamed"]
+    assert all(int(found["X-Request-Deadline"]) <= 1500 for found in parts)

@@ -112,6 +112,7 @@ def test_the_pytest_plugin_gives_an_upstream_and_fresh_pools(pytester: pytest.Py
             (sent,) = upstream.seen("/items/1")
             assert (sent.method, sent.path, sent.headers["X-Tag"]) == ("GET", "/items/1?full=1", "t")
             assert wsgi_pool.client().pools.stats()[upstream.url].calls == 1
+            assert wsgi_pool.client().head(upstream.url + "/items/1").content == b""
 
         def test_the_next_one_starts_afresh(upstream, fresh_pools):
             assert wsgi_pool.client().pools.stats() == {}

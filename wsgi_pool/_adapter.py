@@ -238,10 +238,9 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
             # within any wsgi_pool.deadline() block and the request's budget
             deadline = _deadline.start_call(policy.deadline_for(origin), None)
             token = _deadline.bind(deadline)
-        if getattr(request, TRACE_ATTRIBUTE, None) is None:  # an SDK's session, client()
-            incoming = _propagation.current()
-            if incoming is not None:
-                setattr(request, TRACE_ATTRIBUTE, incoming)
+        # A client's own request's id and trace context; else (an SDK's session, client())
+        # those of the request being served, if any. Never left on the caller's request.
+        trace = getattr(request, TRACE_ATTRIBUTE, None) or _propagation.current()
         if origin.startswith("http://") and not (
             proxies and select_proxy(request.url or "", proxies)
         ):
@@ -262,6 +261,7 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
                 sizing=self.sizing,
                 budget=self.budget_for(stats, policy.config),
                 stats=stats,
+                trace=trace,
             )
             return call.run(
                 stream=stream, verify=call.verification(verify), cert=cert, proxies=proxies

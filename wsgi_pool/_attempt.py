@@ -18,13 +18,14 @@ import contextvars
 class Attempt:
     """One try: what the call asked of the pool, and what the pool saw."""
 
-    __slots__ = ("answered", "fresh", "reused", "stream")
+    __slots__ = ("answered", "fresh", "reused", "unread")
 
-    def __init__(self, *, fresh: bool = False, stream: bool = False) -> None:
+    def __init__(self, *, fresh: bool = False, unread: bool = False) -> None:
         self.fresh = fresh
         """Asked by the call: the try must not go out on a connection opened before it."""
-        self.stream = stream
-        """Asked by the call: the body is read later, by the caller (who may drop it unread)."""
+        self.unread = unread
+        """Said by the call: the response may be dropped with its body unread (streamed, or
+        response hooks run before the body is read)."""
         self.reused: bool | None = None
         """Set by the pool: the request went out on a connection already open (None: not sent)."""
         self.answered = False

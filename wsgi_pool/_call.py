@@ -39,7 +39,7 @@ from ._failures import (
     UpstreamUnreachable,
 )
 from ._pool import DeadlineWhileWaiting
-from ._propagation import TRACE_ATTRIBUTE
+from ._propagation import Propagation
 from ._response import Guard, check_head
 from ._retry import Retries, RetryBudget
 from ._sizing import PoolSizing
@@ -123,9 +123,12 @@ class Call:
         sizing: PoolSizing,
         budget: RetryBudget,
         stats: Counters,
+        trace: Propagation | None = None,
     ) -> None:
         self.transport = transport
         self.request = request
+        self.trace = trace
+        """The incoming request's id and trace context this call passes on (if allowed)."""
         self.origin = origin
         self.deadline = deadline
         self.settings = settings
@@ -174,11 +177,14 @@ class Call:
         request = self.request
         propagate = self.settings.propagate
         if propagate:
-            trace = getattr(request, TRACE_ATTRIBUTE, None)
-            if trace is not None:
-                trace.apply(request.headers, self.config.request_id_header)
+            # The headers go on a copy: the caller's request (an SDK may send one again, in
+            # another request or none) never keeps this request's id.
+            request = self.request = request.copy()
+            if self.trace is not None:
+                self.trace.apply(request.headers, self.config.request_id_header)
         self.budget.record_request()
         fresh = False
+        unread = bool(kwargs.get("stream") or (request.hooks or {}).get("response"))
         while True:
             remaining = self.deadline.remaining()
             if remaining <= 0:
@@ -193,7 +199,7 @@ class Call:
             connect, read, connect_capped, read_capped = attempt_timeouts(
                 self.connect, self.read, remaining
             )
-            attempt = Attempt(fresh=fresh, stream=bool(kwargs.get("stream")))
+            attempt = Attempt(fresh=fresh, unread=unread)
             token = _attempt.bind(attempt)
             try:
                 response = self.transport.attempt(
@@ -302,8 +308,7 @@ class Call:
         held = self.stats.may_warn(what, time.monotonic())
         if held is None:
             return
-        trace = getattr(self.request, TRACE_ATTRIBUTE, None)
-        request_id = None if trace is None else trace.request_id
+        request_id = None if self.trace is None else self.trace.request_id
         more = f" ({held} more like it not logged)" if held else ""
         logger.warning(
             "%s [request_id=%s]%s",

@@ -319,8 +319,8 @@ class Client(requests.Session):
         )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if self.propagation is not None:
-            setattr(request, TRACE_ATTRIBUTE, self.propagation)
+        # The channel to the adapter, reset after the send: the request is the caller's.
+        setattr(request, TRACE_ATTRIBUTE, self.propagation)
         if "proxies" not in kwargs:  # a direct send(): requests would use only self.proxies
             kwargs["proxies"] = self.merge_environment_settings(
                 request.url, None, None, None, None
@@ -332,6 +332,7 @@ class Client(requests.Session):
             else:  # an instrumentation wraps Session.send (OpenTelemetry's): it sees every call
                 response = super().send(request, **kwargs)
         finally:
+            setattr(request, TRACE_ATTRIBUTE, None)
             if token is not None:
                 _deadline.unbind(token)
         if kwargs.get("stream", self.stream):

@@ -113,6 +113,7 @@ class Pooled(_Base):
     wp_out: bool = False  # it holds one of the upstream's slots (taken from the pool, not yet back)
     wp_lease: int = 0  # how many times it was taken from the pool (a dropped response names one)
     wp_socket: socket.socket | None = None  # the OS socket it carries, for the watchdog to cut
+    wp_unread: bool = False  # its response may be dropped with the body unread (see _pool)
     egress: EgressPolicy | None = None  # set per process by connection_classes, as is `made`
     made: weakref.WeakSet[Any]
     response_class = Response
@@ -219,7 +220,8 @@ def release_copies(made: weakref.WeakSet[Any]) -> int:
     """
     released = 0
     for conn in list(made):
-        sock = os_socket(getattr(conn, "sock", None))
+        # A response that closes its connection holds the socket http.client let go of.
+        sock = os_socket(getattr(conn, "sock", None)) or getattr(conn, "wp_socket", None)
         if sock is None or sock.fileno() == -1:
             continue
         with contextlib.suppress(OSError):

@@ -77,13 +77,16 @@ class EgressPolicy:
 
 def _forms(address: Address) -> Iterator[Address]:
     """``address``, the IPv4 address an IPv6 one carries (mapped, compatible, 6to4, NAT64), and
-    loopback for the unspecified address (a connect to ``0.0.0.0`` or ``::`` reaches this host)."""
-    yield address
-    if address.is_unspecified:
-        yield ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
+    loopback for an unspecified one among them (a connect to ``0.0.0.0``, ``::`` or
+    ``::ffff:0.0.0.0`` reaches this host)."""
+    forms: list[Address] = [address]
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour
         if embedded is None and (address in _NAT64 or address in _IPV4_COMPATIBLE):
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
-            yield embedded
+            forms.append(embedded)
+    for form in list(forms):
+        if form.is_unspecified:
+            forms.append(ipaddress.ip_address("127.0.0.1" if form.version == 4 else "::1"))
+    yield from forms

@@ -97,6 +97,19 @@ def serving(client: Client) -> Iterator[None]:
         yield
 
 
+def within(client: Client, body: Iterable[Any]) -> Iterator[Any]:
+    """``body``'s items, each made in the request's context: a generator body that calls an
+    upstream (after the app returned) still carries the request's id and budget."""
+    items = iter(body)
+    while True:
+        with serving(client):
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item
+
+
 def _exporter(pools: WorkerPools) -> Exporter | None:
     from .prometheus import Exporter  # noqa: PLC0415  (prometheus_client is optional)
 
@@ -112,7 +125,8 @@ def _release_after(body: Iterable[bytes], client: Client) -> Iterable[bytes]:
 
 
 class _ReleasingBody:
-    """A response body that releases the request's client after the app's own ``close()``."""
+    """A response body that runs in the request's context while the server iterates it (see
+    :func:`serving`), and releases the request's client after the app's own ``close()``."""
 
     __slots__ = ("_body", "_client")
 
@@ -121,7 +135,7 @@ class _ReleasingBody:
         self._client = client
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        return within(self._client, self._body)
 
     def close(self) -> None:
         try:

@@ -23,6 +23,8 @@ tool replaced urllib3's (vcrpy): then theirs, so the tool sees every connection.
 
 from __future__ import annotations
 
+import collections
+import gc
 import threading
 import time
 import weakref
@@ -64,11 +66,12 @@ class Slots:
     changed only under ``_lock``; the semaphore is its own.
     """
 
-    __slots__ = ("__weakref__", "_free", "_lock", "in_use", "size")
+    __slots__ = ("__weakref__", "_free", "_lock", "in_use", "size", "unread")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.in_use = 0
+        self.unread = 0  # of those in use: responses that may be dropped with the body unread
         self._free = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
 
@@ -79,6 +82,10 @@ class Slots:
             with self._lock:
                 self.in_use += 1
         return got
+
+    def note_unread(self, change: int) -> None:
+        with self._lock:
+            self.unread += change
 
     def give(self) -> None:
         """Give a slot back; nothing if none is out (a tool put back a connection it took from
@@ -126,6 +133,8 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         if slots is None:  # pool_block=False: no bound, urllib3 opens and discards extra ones
             conn = super()._get_conn(wait)
         else:
+            if _dropped_pending:
+                release_dropped()
             if not slots.take(0):  # no free slot: a wait, counted
                 self._wait_for_slot(slots, wait, short=short)
             # A slot is ours, so the queue has a place for us. Should this fail (the pool was
@@ -150,7 +159,11 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         started = time.monotonic()
         got = False
         try:
-            got = slots.take(wait)
+            got = slots.take(min(wait, FIRST_WAIT))
+            if not got and slots.unread and _collect_for_dropped():
+                got = slots.take(0)  # a response dropped in a reference cycle gave one back
+            if not got and wait > FIRST_WAIT:
+                got = slots.take(max(wait - (time.monotonic() - started), 0.0))
         finally:
             stats.add("waiting", -1)
             stats.waited(time.monotonic() - started, got=got)
@@ -164,10 +177,12 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         # A connection gives back the slot it took; None is urllib3 giving back the slot of one
         # it discarded. A connection that took none (a tool moved it out of the queue and back)
         # gives nothing.
-        if self.slots is not None and (conn is None or getattr(conn, "wp_out", False)):
-            self.slots.give()
+        slots = self.slots
+        if slots is not None and (conn is None or getattr(conn, "wp_out", False)):
+            slots.give()
             if conn is not None:
                 conn.wp_out = False
+                _read(conn, slots)
         if conn is not None:
             _deadline.watchdog().disarm(conn)
             conn.wp_idle_since = time.monotonic()
@@ -222,25 +237,69 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             raise
         if attempt is not None:
             attempt.answered = True
-            if attempt.stream and self.slots is not None:
-                # A streamed body the caller drops unread would hold its slot for good.
+            if attempt.unread and self.slots is not None:
+                # A body the caller may drop unread (streamed, or a response hook raised before
+                # requests read it) would hold its slot for good: noted when it is freed.
+                conn.wp_unread = True
+                self.slots.note_unread(1)
                 weakref.finalize(
-                    response, _dropped, weakref.ref(self), conn, getattr(conn, "wp_lease", 0)
+                    response,
+                    _dropped_pending.append,
+                    (weakref.ref(self), conn, getattr(conn, "wp_lease", 0)),
                 )
         return response
 
 
-def _dropped(pool_ref: weakref.ref[HTTPPool], conn: Any, lease: int) -> None:
-    """A streamed response was dropped unread: its connection (if still out on that lease,
-    never given back) is closed and its slot given back, as urllib3 gives back a discarded one."""
-    pool = pool_ref()
-    if pool is None or not getattr(conn, "wp_out", False) or conn.wp_lease != lease:
-        return
-    conn.close()
-    conn.wp_out = False
-    _deadline.watchdog().disarm(conn)
-    pool.stats.add("discarded")
-    pool._put_conn(None)
+# Responses freed with their body unread: (pool, connection, lease). A finalizer only appends
+# here (it may run in any thread, the watchdog's included, inside any lock); the connections
+# are released by the next thread that takes one from a pool, outside every lock.
+_dropped_pending: collections.deque[tuple[weakref.ref[HTTPPool], Any, int]] = collections.deque()
+_last_collect = [0.0]
+FIRST_WAIT: Final = 0.05
+"""Seconds a call waits for a connection before asking whether dropped responses hold some."""
+COLLECT_EVERY: Final = 1.0
+"""Seconds between two garbage collections a refused wait for a connection may ask for."""
+
+
+def release_dropped() -> None:
+    """Give back the connections of responses freed unread: each (if still out on its lease,
+    never given back) is closed and its slot given back, as urllib3 does for a discarded one."""
+    while True:
+        try:
+            pool_ref, conn, lease = _dropped_pending.popleft()
+        except IndexError:  # none left (another thread may have taken the last)
+            return
+        pool = pool_ref()
+        if pool is None or not getattr(conn, "wp_out", False) or conn.wp_lease != lease:
+            continue
+        conn.close()
+        conn.wp_out = False
+        if pool.slots is not None:  # pragma: no branch  (registered only for bounded pools)
+            _read(conn, pool.slots)
+        _deadline.watchdog().disarm(conn)
+        pool.stats.add("discarded")
+        pool._put_conn(None)
+
+
+def _read(conn: Any, slots: Slots) -> None:
+    """``conn`` is back: its response, if it was one that may be dropped unread, no longer is."""
+    if getattr(conn, "wp_unread", False):
+        conn.wp_unread = False
+        slots.note_unread(-1)
+
+
+def _collect_for_dropped() -> bool:
+    """Before a call is refused a connection: free responses dropped in reference cycles (an
+    ``except ... as e: err = e``); whether any connection came back. A collection that frees
+    none is not tried again for a second (the pool is merely busy)."""
+    if time.monotonic() - _last_collect[0] < COLLECT_EVERY:
+        return False
+    gc.collect()
+    found = bool(_dropped_pending)
+    release_dropped()
+    if not found:
+        _last_collect[0] = time.monotonic()
+    return found
 
 
 class HTTPSPool(HTTPPool, HTTPSConnectionPool):  # type: ignore[override]  # ConnectionCls: above

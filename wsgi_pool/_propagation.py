@@ -25,7 +25,7 @@ import random
 import re
 import threading
 from collections.abc import Iterator, MutableMapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -94,7 +94,7 @@ class Propagation:
                     trace = self._trace = _trace_context(*self._raw, self.request_id)
         return trace
 
-    def apply(self, headers: MutableMapping[str, str], request_id_header: str) -> None:
+    def apply(self, headers: MutableMapping[str, Any], request_id_header: str) -> None:
         """Add these headers to an outbound call's, keeping any the caller set itself."""
         if request_id_header not in headers:
             headers[request_id_header] = self.request_id

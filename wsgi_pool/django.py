@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponseBase
 from . import _integrations, _process
 from ._config import SETTINGS_KEY, from_settings
 from ._errors import ConfigError
-from ._middleware import bind_client, serving
+from ._middleware import bind_client, serving, within
 from ._worker import WorkerPools
 
 __all__ = ["ClientMiddleware", "WsgiPoolAppConfig"]
@@ -57,6 +57,9 @@ class ClientMiddleware:
         except BaseException:
             client.close()
             raise
+        if response.streaming and not getattr(response, "is_async", False):
+            # Made as the server sends it: in the request's context too.
+            response.streaming_content = within(client, response.streaming_content)
         # Django closes the response when the server is done with it (a streamed body sent).
         response._resource_closers.append(client.close)
         return response

@@ -35,7 +35,14 @@ def send(
     start = time.perf_counter()
     response: requests.Response = adapter.send(request, **kwargs)
     response.elapsed = timedelta(seconds=time.perf_counter() - start)
-    response = dispatch_hook("response", request.hooks, response, **kwargs)
+    try:
+        response = dispatch_hook("response", request.hooks, response, **kwargs)
+    except BaseException:
+        # A hook raised (raise_for_status): the connection goes back now, kept if the body
+        # can be read as the call would have read it, else closed.
+        if kwargs["stream"] or not _read_quietly(response):
+            response.close()
+        raise
     for earlier in response.history:  # set by a hook
         keep_cookies(session, earlier.request, earlier.raw)
     keep_cookies(session, request, response.raw)
@@ -58,3 +65,12 @@ def keep_cookies(session: requests.Session, request: Any, raw: Any) -> None:
     """Keep in ``session``'s jar the cookies ``raw`` sets, if it sets any."""
     if sets_cookie(getattr(raw, "headers", None)):
         extract_cookies_to_jar(session.cookies, request, raw)
+
+
+def _read_quietly(response: requests.Response) -> bool:
+    """Read ``response``'s body (giving its connection back); False if that failed."""
+    try:
+        response.content  # noqa: B018
+    except Exception:  # the hook's error is the one the caller sees
+        return False
+    return True
