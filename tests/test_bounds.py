@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import logging
 import threading
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -19,58 +20,57 @@ from wsgi_pool import PoolConfig, _deadline, _pool, _process
 from wsgi_pool.testing import Upstream
 
 
+def two_in_flight_then_two_more(
+    upstream: Upstream, config: PoolConfig, between: Callable[[], object]
+) -> None:
+    """Two slow calls to ``upstream`` in flight, ``between()``, then two more calls, each with a
+    client of ``config``: all answered, never more than 2 (``pool_maxsize``) in flight."""
+    results: list[int] = []
+
+    def call(delay: float) -> None:
+        with wsgi_pool.client(config) as http:
+            results.append(http.get(f"{upstream.url}/slow?delay={delay}").status_code)
+
+    first = [threading.Thread(target=call, args=(1.0,)) for _ in range(2)]
+    for thread in first:
+        thread.start()
+    assert wait_until(lambda: upstream.stats().max_in_flight == 2)
+    between()
+    later = [threading.Thread(target=call, args=(0.1,)) for _ in range(2)]
+    for thread in later:
+        thread.start()
+    for thread in [*first, *later]:
+        thread.join(30)
+    assert results == [200] * 4
+    assert upstream.stats().max_in_flight == 2
+    assert wsgi_pool.client(config).pools.stats()[upstream.url].in_use == 0  # every slot back
+
+
 def test_an_evicted_pools_connections_still_count(
     upstream: Upstream, second_upstream: Upstream
 ) -> None:
     """pool_connections=1, pool_maxsize=2: two slow calls to one upstream, a call to another
     (which evicts the first one's pool), then two more to the first: never more than 2 in flight."""
     config = PoolConfig(pool_connections=1, pool_maxsize=2, pool_timeout=10.0, deadline=15.0)
-    http = wsgi_pool.client(config)
-    results: list[int] = []
 
-    def slow(delay: float) -> None:
-        results.append(http.get(f"{upstream.url}/slow?delay={delay}").status_code)
+    def evict() -> None:
+        assert wsgi_pool.client(config).get(f"{second_upstream.url}/evicts").status_code == 200
 
-    first = [threading.Thread(target=slow, args=(1.0,)) for _ in range(2)]
-    for thread in first:
-        thread.start()
-    assert wait_until(lambda: upstream.stats().max_in_flight == 2)
-    assert http.get(f"{second_upstream.url}/evicts").status_code == 200
-    later = [threading.Thread(target=slow, args=(0.1,)) for _ in range(2)]
-    for thread in later:
-        thread.start()
-    for thread in [*first, *later]:
-        thread.join(30)
-    assert results == [200] * 4
-    assert upstream.stats().max_in_flight == 2
-    assert http.pools.stats()[upstream.url].in_use == 0  # every slot back
+    two_in_flight_then_two_more(upstream, config, evict)
 
 
 def test_a_retired_sets_connections_still_count(upstream: Upstream) -> None:
     """pool_maxsize=2: two slow calls in flight, then enough other pool shapes to retire their
     set, then two more calls of the first config (a new set): never more than 2 in flight."""
     config = PoolConfig(pool_maxsize=2, pool_timeout=10.0, deadline=15.0, retries=0)
-    results: list[int] = []
 
-    def slow(delay: float) -> None:
-        with wsgi_pool.client(config) as http:
-            results.append(http.get(f"{upstream.url}/slow?delay={delay}").status_code)
+    def retire() -> None:
+        retired = wsgi_pool.client(config).pools
+        for number in range(_process.MAX_POOL_SETS):
+            wsgi_pool.client(PoolConfig(pool_maxsize=2, idle_timeout=1.0 + number)).pools  # noqa: B018
+        assert retired.retired
 
-    first = [threading.Thread(target=slow, args=(1.0,)) for _ in range(2)]
-    for thread in first:
-        thread.start()
-    assert wait_until(lambda: upstream.stats().max_in_flight == 2)
-    retired = wsgi_pool.client(config).pools
-    for number in range(_process.MAX_POOL_SETS):
-        wsgi_pool.client(PoolConfig(pool_maxsize=2, idle_timeout=1.0 + number)).pools  # noqa: B018
-    assert retired.retired
-    later = [threading.Thread(target=slow, args=(0.1,)) for _ in range(2)]
-    for thread in later:
-        thread.start()
-    for thread in [*first, *later]:
-        thread.join(30)
-    assert results == [200] * 4
-    assert upstream.stats().max_in_flight == 2
+    two_in_flight_then_two_more(upstream, config, retire)
 
 
 def test_streams_an_sdk_drops_unread_give_their_connections_back(upstream: Upstream) -> None:

@@ -34,18 +34,24 @@ QUIET_DDTRACE = {
 }
 
 
-def run_child(tool: str, order: str, url: str, directory: Path) -> dict[str, Any]:
-    env = {**os.environ, **QUIET_DDTRACE, "PYTHONWARNINGS": "ignore"}
+def python(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m ARGS`` in a fresh interpreter; it must succeed."""
     done = subprocess.run(
-        [sys.executable, "-m", "tests.compat_child", tool, order, url, str(directory)],
-        cwd=ROOT,
+        [sys.executable, "-m", *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done
+
+
+def run_child(tool: str, order: str, url: str, directory: Path) -> dict[str, Any]:
+    env = {**os.environ, **QUIET_DDTRACE, "PYTHONWARNINGS": "ignore"}
+    done = python("tests.compat_child", tool, order, url, str(directory), cwd=ROOT, env=env)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -121,27 +127,18 @@ def test_pytest_recording_replays_a_cassette_without_the_network(
     )
     env = {**os.environ, "UPSTREAM": upstream.url, "PYTHONPATH": str(ROOT)}
     for mode in ("once", "none"):
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "-p",
-                "no:cov",
-                f"--record-mode={mode}",
-                "test_view.py",
-            ],
+        python(
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:cov",
+            f"--record-mode={mode}",
+            "test_view.py",
             cwd=tmp_path,
             env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
         )
-        assert done.returncode == 0, done.stdout[-3000:]
         if mode == "once":
             assert upstream.stats().requests_served == 1
             assert list((tmp_path / "cassettes").rglob("*.yaml"))
