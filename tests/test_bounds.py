@@ -130,6 +130,28 @@ def test_a_hook_error_stays_the_error_when_the_body_cannot_be_read() -> None:
         assert http.pools.stats()[server.url].idle == 0
 
 
+def test_a_stream_dropped_after_its_pool_was_evicted_gives_its_slot_back(
+    upstream: Upstream, second_upstream: Upstream
+) -> None:
+    """pool_connections=1, pool_maxsize=2: a stream from A is opened, a call to B evicts A's
+    pool (the stream is then its last holder), a call to A makes a new pool; the stream is
+    dropped unread. A's two slots are both free again: two streams can be open at once."""
+    config = PoolConfig(pool_connections=1, pool_maxsize=2, pool_timeout=1.0)
+    with requests.Session() as session:
+        session.mount("http://", wsgi_pool.adapter(config))
+        dropped = session.get(f"{upstream.url}/download?size=500000", stream=True)
+        assert session.get(f"{second_upstream.url}/other").status_code == 200
+        assert session.get(f"{upstream.url}/meta").status_code == 200
+        del dropped
+        gc.collect()
+        first = session.get(f"{upstream.url}/s1?size=100000", stream=True)
+        second = session.get(f"{upstream.url}/s2?size=100000", stream=True)
+        assert (first.status_code, second.status_code) == (200, 200)
+        first.close()
+        second.close()
+    assert wsgi_pool.client(config).pools.stats()[upstream.url].in_use == 0
+
+
 def test_streams_dropped_in_reference_cycles_give_their_connections_back(
     upstream: Upstream,
 ) -> None:

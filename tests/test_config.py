@@ -298,8 +298,14 @@ def test_from_env_defaults_to_the_process_environment(monkeypatch: pytest.Monkey
         ),
         pytest.param(
             {"WSGI_POOL_POOL_MAXSIZE": "0"},
-            "pool_maxsize: expected a whole number >= 1, got 0 (from the WSGI_POOL_* environment)",
+            "pool_maxsize: expected a whole number >= 1, got 0 (from WSGI_POOL_POOL_MAXSIZE='0')",
             id="out-of-range",
+        ),
+        pytest.param(
+            {"WSGI_POOL_UPSTREAMS": '{"http://a": {"read_timeout": -1}}'},
+            "upstreams['http://a']: read_timeout: expected a finite number of seconds > 0, got -1"
+            " (from WSGI_POOL_UPSTREAMS=",
+            id="out-of-range-in-upstreams",
         ),
     ],
 )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 from django.core import checks
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.test import RequestFactory, override_settings
 from flask import Flask
 
@@ -161,6 +161,20 @@ def test_django_a_streamed_body_calls_in_the_requests_context(upstream: Upstream
     assert [json.loads(line)["headers"]["X-Request-ID"] for line in lines] == [
         "django-streamed"
     ] * 2
+
+
+def test_django_a_file_response_keeps_its_file_for_the_server(tmp_path: Any) -> None:
+    """A FileResponse through the middleware still hands the server its file (gunicorn sends
+    it with sendfile through ``wsgi.file_wrapper``)."""
+    page = tmp_path / "page.bin"
+    page.write_bytes(b"x" * 100)
+
+    def view(request: Any) -> FileResponse:
+        return FileResponse(page.open("rb"))
+
+    response = _middleware(view)(RequestFactory().get("/"))
+    assert response.file_to_stream is not None
+    response.close()
 
 
 def test_django_a_failing_view_releases_its_client(upstream: Upstream) -> None:

@@ -81,14 +81,16 @@ def test_unpatching_leaves_a_later_replacement_in_place(
     def someone_elses(method: str, url: str, **kwargs: object) -> requests.Response:
         return ours(method, url, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(requests.api, "request", someone_elses)
-    with caplog.at_level(logging.WARNING, logger="wsgi_pool"):
-        wsgi_pool.unpatch_requests()
-    assert requests.api.request is someone_elses
-    assert "was replaced after patch_requests()" in caplog.text
-    monkeypatch.undo()
+    for owner in (requests.api, requests):  # either of the two names requests exports
+        monkeypatch.setattr(owner, "request", someone_elses)
+        with caplog.at_level(logging.WARNING, logger="wsgi_pool"):
+            wsgi_pool.unpatch_requests()
+        assert owner.request is someone_elses
+        assert "replaced after patch_requests()" in caplog.text
+        monkeypatch.undo()
     wsgi_pool.unpatch_requests()
     assert requests.api.request is REQUESTS_OWN
+    assert requests.request is REQUESTS_OWN
 
 
 def test_under_gunicorn_every_worker_pools_its_module_level_calls(upstream: Upstream) -> None:

@@ -77,6 +77,15 @@ def test_no_proxy_entry_skips_the_proxy(
     assert star.pools.bypasses_proxy("[::1]")
 
 
+def test_a_tunnel_whose_proxy_fails_names_the_proxy() -> None:
+    """An https upstream through a proxy nothing listens on: the error names the proxy, not the
+    upstream the tunnel was for."""
+    proxy = f"http://127.0.0.1:{free_port()}"
+    http = wsgi_pool.client(PoolConfig(proxies={"https": proxy}, retries=0))
+    with pytest.raises(wsgi_pool.UpstreamProxyError, match=f"the proxy at {proxy} failed"):
+        http.get("https://127.0.0.1:9/x")
+
+
 def test_a_proxy_that_fails_is_a_proxy_error_naming_it(upstream: Upstream) -> None:
     """Nothing listens at the proxy: UpstreamProxyError, requests' ProxyError, naming the proxy;
     the upstream is never reached."""

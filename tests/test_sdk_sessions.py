@@ -5,9 +5,12 @@ trace context and budget."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import certifi
 import google.auth.transport.requests
@@ -19,7 +22,13 @@ import wsgi_pool
 from tests.support import CONF, ROOT, get, wait_for_sizing_lines
 from tests.support import wsgi_call as call
 from wsgi_pool import PoolConfig
+from wsgi_pool._propagation import from_environ
 from wsgi_pool.testing import GunicornServer, Upstream
+
+
+def no_start(status: str, headers: Any, exc_info: Any = None) -> Any:
+    """A WSGI ``start_response`` that keeps nothing."""
+    return None
 
 
 def mounted(session: requests.Session, config: PoolConfig | None = None) -> requests.Session:
@@ -209,3 +218,104 @@ def test_a_streamed_response_body_calls_in_the_requests_context(upstream: Upstre
     parts = [json.loads(line)["headers"] for line in body.splitlines()]
     assert [found["X-Request-ID"] for found in parts] == ["streamed", "streamed"]
     assert all(int(found["X-Request-Deadline"]) <= 1500 for found in parts)
+
+
+def test_a_block_in_a_streamed_body_lasts_across_its_items(upstream: Upstream) -> None:
+    """A generator body opens a ``wsgi_pool.deadline(0.5)`` block around a ``yield``, with a
+    10 s incoming budget: the call after the yield is still cut at 0.5 s (the body has a
+    context of its own, kept from one item to the next)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        with wsgi_pool.deadline(0.5):
+            yield b"first;"
+            try:
+                wsgi_pool.client_from(environ).get(f"{upstream.url}/slow?delay=3")
+                yield b"not cut"
+            except wsgi_pool.DeadlineExceeded:
+                yield b"cut"
+
+    started = time.monotonic()
+    _, body, _ = call(wsgi_pool.PoolMiddleware(app), HTTP_X_REQUEST_DEADLINE="10000")
+    assert body == b"first;cut"
+    assert time.monotonic() - started < 2.5  # the block (0.5 s), not the upstream's 3 s
+
+
+def test_a_streamed_body_closed_early_cleans_up_in_the_requests_context(
+    upstream: Upstream,
+) -> None:
+    """The server closes a generator body after its first item: the app's cleanup (its
+    ``finally``) still calls with the request's id."""
+    with mounted(requests.Session(), PoolConfig(propagate=True)) as session:
+        cleanup: list[str] = []
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+            start_response("200 OK", [])
+            try:
+                yield b"a"
+                yield b"b"  # pragma: no cover  (never reached: the server closes first)
+            finally:
+                answer = session.get(f"{upstream.url}/cleanup").json()
+                cleanup.append(answer["headers"]["X-Request-ID"])
+
+        environ: dict[str, Any] = {"HTTP_X_REQUEST_ID": "closed-early"}
+        setup_testing_defaults(environ)
+        body = wsgi_pool.PoolMiddleware(app)(environ, no_start)
+        assert next(iter(body)) == b"a"
+        body.close()  # type: ignore[attr-defined]  # what the server does
+    assert cleanup == ["closed-early"]
+
+
+def test_a_file_body_stays_the_servers_file_wrapper(upstream: Upstream, tmp_path: Path) -> None:
+    """A body made with the server's ``wsgi.file_wrapper`` is returned as it is (the server
+    sends it with sendfile), and the request's client is released at once."""
+
+    class FileWrapper:
+        def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+            self.filelike = filelike
+
+        def __iter__(self) -> Iterator[bytes]:
+            return iter(lambda: self.filelike.read(8192), b"")
+
+    page = tmp_path / "page.bin"
+    page.write_bytes(b"x" * 100)
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ["wsgi_pool.client"])
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](page.open("rb"))
+
+    environ: dict[str, Any] = {"wsgi.file_wrapper": FileWrapper}
+    setup_testing_defaults(environ)
+    body = wsgi_pool.PoolMiddleware(app)(environ, no_start)
+    assert isinstance(body, FileWrapper)
+    assert seen[0]._streams is None  # released: nothing held
+    body.filelike.close()
+
+
+def test_one_request_object_sent_by_several_threads_carries_each_ones_id(
+    upstream: Upstream,
+) -> None:
+    """Four request-scoped clients (four incoming requests) send one module-level prepared
+    request 50 times each at once: every call carries its own request's id."""
+    shared = requests.Request("GET", f"{upstream.url}/health").prepare()
+    config = PoolConfig(propagate=True, pool_maxsize=8)
+    wrong: list[tuple[str, str]] = []
+
+    def worker(name: str) -> None:
+        client = wsgi_pool.Client(
+            config, propagation=from_environ({"HTTP_X_REQUEST_ID": name}, "X-Request-ID")
+        )
+        for _ in range(50):
+            got = client.send(shared).json()["headers"]["X-Request-ID"]
+            if got != name:
+                wrong.append((name, got))  # pragma: no cover  (the failure being tested for)
+
+    threads = [threading.Thread(target=worker, args=(f"req-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert wrong == []
+    assert upstream.stats().requests_served == 200

@@ -39,7 +39,6 @@ from ._fast.response import build
 from ._origins import origin_of
 from ._policy import Policy
 from ._pool import Slots, pool_classes
-from ._propagation import TRACE_ATTRIBUTE
 from ._response import Response
 from ._retry import RetryBudget
 from ._sizing import PoolSizing
@@ -238,9 +237,10 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
             # within any wsgi_pool.deadline() block and the request's budget
             deadline = _deadline.start_call(policy.deadline_for(origin), None)
             token = _deadline.bind(deadline)
-        # A client's own request's id and trace context; else (an SDK's session, client())
-        # those of the request being served, if any. Never left on the caller's request.
-        trace = getattr(request, TRACE_ATTRIBUTE, None) or _propagation.current()
+        # The id and trace context of the request being served (a request-scoped client's own
+        # send sets them too): a context variable, so one request object sent by several
+        # threads at once carries each thread's own.
+        trace = _propagation.current()
         if origin.startswith("http://") and not (
             proxies and select_proxy(request.url or "", proxies)
         ):

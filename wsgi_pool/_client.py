@@ -38,7 +38,7 @@ from ._fast.prepare import Headers, merge_setting, prepare
 from ._mounted import ProcessAdapter
 from ._origins import origin_of
 from ._policy import Policy
-from ._propagation import TRACE_ATTRIBUTE, Propagation
+from ._propagation import Propagation, serve, stop_serving
 from ._worker import WorkerPools
 
 MAX_ADAPTERS: Final = 64
@@ -120,7 +120,7 @@ class Client(requests.Session):
         self._jar: RequestsCookieJar | None = None  # made on first use: see cookies
         if pools is not None and config is None and pools.config is not _process.effective(None):
             config = self._config = pools.config  # pools made for a config: calls keep it
-        if pools is None or _process.shared(pools):
+        if pools is None or pools.registered:
             mounted = adapter(config)
         else:  # pools of the caller's own making: the calls go through them
             mounted = ProcessAdapter(config, pools)
@@ -319,8 +319,8 @@ class Client(requests.Session):
         )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        # The channel to the adapter, reset after the send: the request is the caller's.
-        setattr(request, TRACE_ATTRIBUTE, self.propagation)
+        # The request's id and trace context reach the adapter in this thread's context.
+        serving = None if self.propagation is None else serve(self.propagation)
         if "proxies" not in kwargs:  # a direct send(): requests would use only self.proxies
             kwargs["proxies"] = self.merge_environment_settings(
                 request.url, None, None, None, None
@@ -332,7 +332,8 @@ class Client(requests.Session):
             else:  # an instrumentation wraps Session.send (OpenTelemetry's): it sees every call
                 response = super().send(request, **kwargs)
         finally:
-            setattr(request, TRACE_ATTRIBUTE, None)
+            if serving is not None:
+                stop_serving(serving)
             if token is not None:
                 _deadline.unbind(token)
         if kwargs.get("stream", self.stream):

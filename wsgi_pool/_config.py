@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -457,11 +458,19 @@ class PoolConfig:
         An unknown ``WSGI_POOL_*`` variable or an unparsable value raises :class:`ConfigError`
         naming the variable and the value.
         """
-        values = _env.read(os.environ if environ is None else environ, _PARSERS)
+        environ = os.environ if environ is None else environ
+        values = _env.read(environ, _PARSERS)
         try:
             return cls(**values)
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (from the {_env.ENV_PREFIX}* environment)") from None
+            field = re.match(r"\w*", str(exc))
+            variable = _env.ENV_PREFIX + (field.group() if field else "").upper()
+            source = (
+                f"{variable}={environ[variable]!r}"
+                if variable in environ
+                else f"the {_env.ENV_PREFIX}* environment"
+            )
+            raise ConfigError(f"{exc} (from {source})") from None
 
     @classmethod
     def from_gunicorn(

@@ -114,16 +114,26 @@ def deadline(seconds: float) -> Iterator[None]:
 @contextlib.contextmanager
 def until(ends: float | None) -> Iterator[None]:
     """Every call in the block ends by ``ends`` (a ``time.monotonic()`` instant), or sooner if
-    an outer block ends first; ``None`` changes nothing. The middleware holds the incoming
-    request's budget this way while the app runs, so an SDK's own session is bounded too."""
-    if ends is None:
-        yield
-        return
-    outer = _block_ends.get()
-    token = _block_ends.set(ends if outer is None else min(outer, ends))
+    an outer block ends first; ``None`` changes nothing."""
+    token = enter_block(ends)
     try:
         yield
     finally:
+        leave_block(token)
+
+
+def enter_block(ends: float | None) -> contextvars.Token[float | None] | None:
+    """Start a block whose calls end by ``ends`` (None: nothing changes); the token for
+    :func:`leave_block`. The middleware holds the incoming request's budget this way while the
+    app runs, so an SDK's own session is bounded too."""
+    if ends is None:
+        return None
+    outer = _block_ends.get()
+    return _block_ends.set(ends if outer is None else min(outer, ends))
+
+
+def leave_block(token: contextvars.Token[float | None] | None) -> None:
+    if token is not None:
         _block_ends.reset(token)
 
 

@@ -23,7 +23,7 @@ also left in ``environ["wsgi_pool.request_id"]`` for the app's own logs.
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -64,12 +64,12 @@ class PoolMiddleware:
                 return exporter.serve(environ, start_response)
         client = bind_client(environ, pools, self.config)
         try:
-            with serving(client):
+            with Serving(client):
                 body = self.app(environ, start_response)
         except BaseException:
             client.close()
             raise
-        return _release_after(body, client)
+        return _release_after(body, client, environ)
 
 
 def bind_client(environ: Any, pools: WorkerPools, config: PoolConfig | None) -> Client:
@@ -88,26 +88,56 @@ def bind_client(environ: Any, pools: WorkerPools, config: PoolConfig | None) -> 
     return client
 
 
-@contextlib.contextmanager
-def serving(client: Client) -> Iterator[None]:
+class Serving:
     """While the app handles the request: its budget bounds every call in this thread (or
     greenlet), and a call that carries no id or trace context of its own (an SDK's session
-    over ``wsgi_pool.adapter()``, ``wsgi_pool.client()``) passes on the request's."""
-    with _deadline.until(client.not_after), _propagation.serving(client.propagation):
-        yield
+    over ``wsgi_pool.adapter()``, ``wsgi_pool.client()``) passes on the request's. A class, not
+    a generator: it runs for every request."""
+
+    __slots__ = ("_block", "_client", "_serving")
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __enter__(self) -> None:
+        self._block = _deadline.enter_block(self._client.not_after)
+        self._serving = _propagation.serve(self._client.propagation)
+
+    def __exit__(self, *exc: object) -> None:
+        _propagation.stop_serving(self._serving)
+        _deadline.leave_block(self._block)
 
 
-def within(client: Client, body: Iterable[Any]) -> Iterator[Any]:
-    """``body``'s items, each made in the request's context: a generator body that calls an
-    upstream (after the app returned) still carries the request's id and budget."""
-    items = iter(body)
-    while True:
-        with serving(client):
-            try:
-                item = next(items)
-            except StopIteration:
-                return
-        yield item
+def within(client: Client, body: Iterable[Any]) -> _Within:
+    """``body``'s items, each made in a context of its own that holds the request's budget and
+    id (see :class:`Serving`): a generator body that calls an upstream as the server iterates
+    it (after the app returned) still carries them, and what the generator itself sets there
+    (a ``wsgi_pool.deadline()`` block around a ``yield``) lasts from one item to the next."""
+    return _Within(client, body)
+
+
+class _Within:
+    """An iterator over ``body`` run in its own copy of the context (``contextvars.Context``)."""
+
+    __slots__ = ("_body", "_context", "_items")
+
+    def __init__(self, client: Client, body: Iterable[Any]) -> None:
+        self._context = contextvars.copy_context()
+        self._context.run(Serving(client).__enter__)  # never left: the context is the body's own
+        self._body = body
+        self._items = iter(body)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return self._context.run(next, self._items)
+
+    def close(self) -> None:
+        """Close the body the app returned (a generator's ``finally`` runs in its context too)."""
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            self._context.run(close)
 
 
 def _exporter(pools: WorkerPools) -> Exporter | None:
@@ -116,32 +146,36 @@ def _exporter(pools: WorkerPools) -> Exporter | None:
     return pools.extension(Exporter)
 
 
-def _release_after(body: Iterable[bytes], client: Client) -> Iterable[bytes]:
-    """``body``, with the client released when the server closes it (at once for a list)."""
-    if isinstance(body, list | tuple):
+def _release_after(
+    body: Iterable[bytes], client: Client, environ: WSGIEnvironment
+) -> Iterable[bytes]:
+    """``body``, with the client released when the server closes it (at once for a list, and
+    for a file the server sends itself: hiding its ``wsgi.file_wrapper`` would stop that)."""
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    if isinstance(body, list | tuple) or (
+        isinstance(file_wrapper, type) and isinstance(body, file_wrapper)
+    ):
         client.close()
         return body
     return _ReleasingBody(body, client)
 
 
 class _ReleasingBody:
-    """A response body that runs in the request's context while the server iterates it (see
-    :func:`serving`), and releases the request's client after the app's own ``close()``."""
+    """A response body made in the request's context while the server iterates it (see
+    :func:`within`), that releases the request's client after the app's own ``close()``."""
 
     __slots__ = ("_body", "_client")
 
     def __init__(self, body: Iterable[bytes], client: Client) -> None:
-        self._body = body
+        self._body = within(client, body)
         self._client = client
 
     def __iter__(self) -> Iterator[bytes]:
-        return within(self._client, self._body)
+        return self._body
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            self._body.close()
         finally:
             self._client.close()
 

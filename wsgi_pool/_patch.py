@@ -63,12 +63,19 @@ def unpatch_requests() -> None:
         original = _original
         if original is None:
             return
-        ours = requests.api.request
-        if not _wraps(ours, original):
+        replaced = [
+            name
+            for name, found in (
+                ("requests.api.request", requests.api.request),
+                ("requests.request", requests.request),
+            )
+            if not _wraps(found, original)
+        ]
+        if replaced:
             logger.warning(
-                "wsgi_pool.unpatch_requests(): requests.request was replaced after "
-                "patch_requests() (%r); left as it is",
-                ours,
+                "wsgi_pool.unpatch_requests(): %s replaced after patch_requests(); left as "
+                "it is (nothing undone)",
+                " and ".join(replaced),
             )
             return
         requests.api.request = original

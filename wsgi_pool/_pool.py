@@ -245,15 +245,18 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 weakref.finalize(
                     response,
                     _dropped_pending.append,
-                    (weakref.ref(self), conn, getattr(conn, "wp_lease", 0)),
+                    (weakref.ref(self), self.slots, conn, getattr(conn, "wp_lease", 0)),
                 )
         return response
 
 
-# Responses freed with their body unread: (pool, connection, lease). A finalizer only appends
-# here (it may run in any thread, the watchdog's included, inside any lock); the connections
-# are released by the next thread that takes one from a pool, outside every lock.
-_dropped_pending: collections.deque[tuple[weakref.ref[HTTPPool], Any, int]] = collections.deque()
+# Responses freed with their body unread: (pool, its slots, connection, lease). A finalizer
+# only appends here (it may run in any thread, the watchdog's included, inside any lock); the
+# connections are released by the next thread that takes one from a pool, outside every lock.
+# The slots are held: the pool may be gone (evicted, the response its last holder) while the
+# upstream's other pools still count the slot.
+_Dropped = tuple[weakref.ref["HTTPPool"], Slots, Any, int]
+_dropped_pending: collections.deque[_Dropped] = collections.deque()
 _last_collect = [0.0]
 FIRST_WAIT: Final = 0.05
 """Seconds a call waits for a connection before asking whether dropped responses hold some."""
@@ -266,19 +269,20 @@ def release_dropped() -> None:
     never given back) is closed and its slot given back, as urllib3 does for a discarded one."""
     while True:
         try:
-            pool_ref, conn, lease = _dropped_pending.popleft()
+            pool_ref, slots, conn, lease = _dropped_pending.popleft()
         except IndexError:  # none left (another thread may have taken the last)
             return
-        pool = pool_ref()
-        if pool is None or not getattr(conn, "wp_out", False) or conn.wp_lease != lease:
-            continue
+        if not getattr(conn, "wp_out", False) or conn.wp_lease != lease:
+            continue  # given back meanwhile (and perhaps taken again)
         conn.close()
-        conn.wp_out = False
-        if pool.slots is not None:  # pragma: no branch  (registered only for bounded pools)
-            _read(conn, pool.slots)
         _deadline.watchdog().disarm(conn)
-        pool.stats.add("discarded")
-        pool._put_conn(None)
+        pool = pool_ref()
+        if pool is None:  # the pool is gone: only the upstream's count is left to right
+            conn.wp_out = False
+            _read(conn, slots)
+            slots.give()
+            continue
+        pool._put_conn(conn)  # closed (counted as discarded): its slot and place come back
 
 
 def _read(conn: Any, slots: Slots) -> None:

@@ -206,7 +206,9 @@ def _build(settings: PoolConfig, process: _ProcessPools) -> WorkerPools:
 
     pid = process.pid
     extensions = [found for make in _factories if (found := _extension(make, settings))]
-    pools = WorkerPools(settings, pid=pid, extensions=extensions, slots=process.slots)
+    pools = WorkerPools(
+        settings, pid=pid, extensions=extensions, slots=process.slots, registered=True
+    )
     logger.info("pools for pid %d: %s", pid, pools.sizing.describe())
     for warning in pools.sizing.warnings:
         logger.warning("pid %d: %s", pid, warning)
@@ -237,12 +239,6 @@ def current(cached: WorkerPools | None, config: PoolConfig | None) -> WorkerPool
     if cached is not None and cached.pid == getpid() and not cached.retired:
         return cached
     return worker_pools(config)
-
-
-def shared(pools: WorkerPools) -> bool:
-    """Whether ``pools`` are this process's registered pools for some config (not a caller's own)."""
-    process = _by_pid.get(pools.pid)
-    return process is not None and any(found is pools for found in process.by_shape.values())
 
 
 def close_process_pools() -> int:

@@ -17,23 +17,19 @@ on a call, neither trace header is touched: one trace context per call, never tw
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import logging
 import random
 import re
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 logger = logging.getLogger("wsgi_pool")
-
-TRACE_ATTRIBUTE: Final = "wsgi_pool_propagation"
-"""The attribute of a ``PreparedRequest`` that holds the calling request's :class:`Propagation`."""
 
 MAX_HEADER: Final = 512
 """Longest ``traceparent`` read (a later version may add fields) and longest ``tracestate`` kept."""
@@ -222,16 +218,16 @@ _serving: contextvars.ContextVar[Propagation | None] = contextvars.ContextVar(
 
 
 def current() -> Propagation | None:
-    """The incoming request's, while its app runs in this thread (or greenlet): what a call
-    that carries none of its own (an SDK's session, ``wsgi_pool.client()``) passes on."""
+    """The incoming request's, while its app runs in this thread (or greenlet), or a
+    request-scoped client sends: what the call passes on (an SDK's session and
+    ``wsgi_pool.client()`` too)."""
     return _serving.get()
 
 
-@contextlib.contextmanager
-def serving(propagation: Propagation | None) -> Iterator[None]:
-    """:func:`current` is ``propagation`` within the block."""
-    token = _serving.set(propagation)
-    try:
-        yield
-    finally:
-        _serving.reset(token)
+def serve(propagation: Propagation | None) -> contextvars.Token[Propagation | None]:
+    """:func:`current` is ``propagation`` until :func:`stop_serving` with the token returned."""
+    return _serving.set(propagation)
+
+
+def stop_serving(token: contextvars.Token[Propagation | None]) -> None:
+    _serving.reset(token)

@@ -228,6 +228,7 @@ def _proxy_of(chain: list[BaseException]) -> str:
     """`` at scheme://host:port`` of the proxy urllib3 was connecting to, if the chain says."""
     for found in chain:
         pool = getattr(found, "pool", None) if isinstance(found, MaxRetryError) else None
-        if pool is not None:
-            return f" at {pool.scheme}://{pool.host}:{pool.port}"
+        proxy = getattr(pool, "proxy", None)  # the pool is the upstream's, through its proxy
+        if proxy is not None:
+            return f" at {proxy.scheme}://{proxy.host}:{proxy.port}"
     return ""

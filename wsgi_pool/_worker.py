@@ -75,8 +75,11 @@ class WorkerPools(ReadOnly):
         *,
         extensions: Sequence[Extension] = (),
         slots: weakref.WeakValueDictionary[tuple[str, int], Slots] | None = None,
+        registered: bool = False,
     ) -> None:
         self.pid = os.getpid() if pid is None else pid
+        self.registered = registered
+        """Built by the process's registry for a config (not a caller's own)."""
         self.config = config
         self.sizing = size_pools(config)
         self.extensions = tuple(extensions)

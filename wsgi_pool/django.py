@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponseBase
 from . import _integrations, _process
 from ._config import SETTINGS_KEY, from_settings
 from ._errors import ConfigError
-from ._middleware import bind_client, serving, within
+from ._middleware import Serving, bind_client, within
 from ._worker import WorkerPools
 
 __all__ = ["ClientMiddleware", "WsgiPoolAppConfig"]
@@ -52,12 +52,16 @@ class ClientMiddleware:
         self._pools = pools = _process.current(self._pools, self.config)
         client = request.http = bind_client(request.META, pools, self.config)
         try:
-            with serving(client):
+            with Serving(client):
                 response = self.get_response(request)
         except BaseException:
             client.close()
             raise
-        if response.streaming and not getattr(response, "is_async", False):
+        if (
+            response.streaming
+            and not getattr(response, "is_async", False)
+            and getattr(response, "file_to_stream", None) is None  # a FileResponse: sendfile
+        ):
             # Made as the server sends it: in the request's context too.
             response.streaming_content = within(client, response.streaming_content)
         # Django closes the response when the server is done with it (a streamed body sent).
