@@ -264,16 +264,19 @@ COLLECT_EVERY: Final = 1.0
 """Seconds between two garbage collections a refused wait for a connection may ask for."""
 
 
-def release_dropped() -> None:
+def release_dropped() -> int:
     """Give back the connections of responses freed unread: each (if still out on its lease,
-    never given back) is closed and its slot given back, as urllib3 does for a discarded one."""
+    never given back) is closed and its slot given back, as urllib3 does for a discarded one.
+    How many came back."""
+    released = 0
     while True:
         try:
             pool_ref, slots, conn, lease = _dropped_pending.popleft()
         except IndexError:  # none left (another thread may have taken the last)
-            return
+            return released
         if not getattr(conn, "wp_out", False) or conn.wp_lease != lease:
             continue  # given back meanwhile (and perhaps taken again)
+        released += 1
         conn.close()
         _deadline.watchdog().disarm(conn)
         pool = pool_ref()
@@ -299,8 +302,7 @@ def _collect_for_dropped() -> bool:
     if time.monotonic() - _last_collect[0] < COLLECT_EVERY:
         return False
     gc.collect()
-    found = bool(_dropped_pending)
-    release_dropped()
+    found = release_dropped() > 0
     if not found:
         _last_collect[0] = time.monotonic()
     return found
