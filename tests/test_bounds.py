@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -150,6 +151,71 @@ def test_a_stream_dropped_after_its_pool_was_evicted_gives_its_slot_back(
         first.close()
         second.close()
     assert wsgi_pool.client(config).pools.stats()[upstream.url].in_use == 0
+
+
+def test_a_caller_already_waiting_gets_the_connection_of_a_dropped_stream(
+    upstream: Upstream,
+) -> None:
+    """pool_maxsize=1: a stream is held, a call starts waiting for the connection, then the
+    stream is dropped unread: the waiting call gets the connection (its finalizer cannot wake
+    anyone; the wait looks again)."""
+    config = PoolConfig(pool_maxsize=1, pool_timeout=5.0)
+    with requests.Session() as session:
+        session.mount("http://", wsgi_pool.adapter(config))
+        held = {"stream": session.get(f"{upstream.url}/s?size=300000", stream=True)}
+        answers: list[int] = []
+        waiter = threading.Thread(
+            target=lambda: answers.append(session.get(f"{upstream.url}/w").status_code)
+        )
+        waiter.start()
+        counts = wsgi_pool.client(config).pools.stats
+        assert wait_until(lambda: counts()[upstream.url].waiting == 1)
+        del held["stream"]  # dropped unread
+        waiter.join(10)
+    assert answers == [200]
+    assert wsgi_pool.client(config).pools.stats()[upstream.url].wait_timeouts == 0
+
+
+def test_a_connection_given_back_for_a_dropped_response_is_never_closed_by_it(
+    upstream: Upstream,
+) -> None:
+    """pool_maxsize=1, collection left to the pools: one thread drops streamed responses in
+    reference cycles while three others wait and call. Every call answers: a connection given
+    back for a collected response is a fresh place in the pool, never the object the dying
+    response may still close."""
+    config = PoolConfig(pool_maxsize=1, pool_timeout=5.0, retries=0)
+    errors: list[BaseException] = []
+    with requests.Session() as session:
+        session.mount("http://", wsgi_pool.adapter(config))
+        session.get(f"{upstream.url}/warm").raise_for_status()
+
+        def holder() -> None:
+            for _ in range(6):
+                response = session.get(f"{upstream.url}/s?size=300000", stream=True)
+                cycle: list[object] = [response]
+                cycle.append(cycle)
+                del response, cycle
+                time.sleep(0.1)
+
+        def waiter() -> None:
+            try:
+                for _ in range(3):
+                    session.get(f"{upstream.url}/w").raise_for_status()
+            except BaseException as exc:  # handed to the test thread
+                errors.append(exc)
+
+        gc.disable()  # a quiet allocator: only the pools' own collection frees the cycles
+        try:
+            threads = [threading.Thread(target=holder)] + [
+                threading.Thread(target=waiter) for _ in range(3)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+        finally:
+            gc.enable()
+    assert errors == []
 
 
 def test_streams_dropped_in_reference_cycles_give_their_connections_back(

@@ -163,6 +163,44 @@ def test_django_a_streamed_body_calls_in_the_requests_context(upstream: Upstream
     ] * 2
 
 
+def test_django_a_streamed_body_closed_early_cleans_up_in_the_requests_context(
+    upstream: Upstream,
+) -> None:
+    """Django closes a streaming response after its first part: the generator's ``finally``
+    runs in the request's context (its SDK call carries the request's id)."""
+    session = requests.Session()
+    session.mount("http://", wsgi_pool.adapter(PoolConfig(propagate=True)))
+    cleanup: list[str] = []
+
+    def parts() -> Iterator[bytes]:
+        try:
+            yield b"a"
+            yield b"b"  # pragma: no cover  (never reached: closed first)
+        finally:
+            answer = session.get(f"{upstream.url}/cleanup").json()
+            cleanup.append(answer["headers"]["X-Request-ID"])
+
+    def view(request: Any) -> StreamingHttpResponse:
+        return StreamingHttpResponse(parts())
+
+    response = _middleware(view)(RequestFactory().get("/", HTTP_X_REQUEST_ID="django-early"))
+    assert next(iter(response.streaming_content)) == b"a"
+    response.close()
+    session.close()
+    assert cleanup == ["django-early"]
+
+
+def test_django_a_streamed_list_is_sent_as_it_is() -> None:
+    """Streaming content with no ``close`` of its own (a list): sent whole, nothing to close."""
+
+    def view(request: Any) -> StreamingHttpResponse:
+        return StreamingHttpResponse([b"a", b"b"])
+
+    response = _middleware(view)(RequestFactory().get("/"))
+    assert b"".join(response.streaming_content) == b"ab"
+    response.close()
+
+
 def test_django_a_file_response_keeps_its_file_for_the_server(tmp_path: Any) -> None:
     """A FileResponse through the middleware still hands the server its file (gunicorn sends
     it with sendfile through ``wsgi.file_wrapper``)."""

@@ -8,7 +8,6 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -266,32 +265,60 @@ def test_a_streamed_body_closed_early_cleans_up_in_the_requests_context(
     assert cleanup == ["closed-early"]
 
 
-def test_a_file_body_stays_the_servers_file_wrapper(upstream: Upstream, tmp_path: Path) -> None:
-    """A body made with the server's ``wsgi.file_wrapper`` is returned as it is (the server
-    sends it with sendfile), and the request's client is released at once."""
+class FileWrapper:
+    """A server's ``wsgi.file_wrapper`` (as gunicorn's: ``close`` set on the instance)."""
 
-    class FileWrapper:
-        def __init__(self, filelike: Any, blksize: int = 8192) -> None:
-            self.filelike = filelike
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.close = filelike.close
 
-        def __iter__(self) -> Iterator[bytes]:
-            return iter(lambda: self.filelike.read(8192), b"")
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.filelike.read(8192), b"")
 
-    page = tmp_path / "page.bin"
-    page.write_bytes(b"x" * 100)
-    seen: list[Any] = []
+
+class SlotsWrapper:
+    """A ``wsgi.file_wrapper`` whose instances take no new attribute."""
+
+    __slots__ = ("filelike",)
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.filelike.read(8192), b"")
+
+
+class BareWrapper:
+    """A ``wsgi.file_wrapper`` with no ``close`` at all."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.filelike.read(8192), b"")
+
+
+@pytest.mark.parametrize("wrapper", [FileWrapper, SlotsWrapper, BareWrapper])
+def test_a_file_body_over_a_streamed_answer_is_sent_whole(
+    upstream: Upstream, wrapper: type
+) -> None:
+    """The app returns the server's ``wsgi.file_wrapper`` over a streamed upstream answer: the
+    server gets its own wrapper back (for sendfile) when it can take the release in its
+    ``close``, the whole body arrives, and the client is released when the server closes it."""
+    config = PoolConfig(pool_maxsize=2)
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
-        seen.append(environ["wsgi_pool.client"])
+        answer = wsgi_pool.client_from(environ).get(f"{upstream.url}/big?size=200000", stream=True)
         start_response("200 OK", [])
-        return environ["wsgi.file_wrapper"](page.open("rb"))
+        return environ["wsgi.file_wrapper"](answer.raw, 8192)
 
-    environ: dict[str, Any] = {"wsgi.file_wrapper": FileWrapper}
+    environ: dict[str, Any] = {"wsgi.file_wrapper": wrapper}
     setup_testing_defaults(environ)
-    body = wsgi_pool.PoolMiddleware(app)(environ, no_start)
-    assert isinstance(body, FileWrapper)
-    assert seen[0]._streams is None  # released: nothing held
-    body.filelike.close()
+    body = wsgi_pool.PoolMiddleware(app, config)(environ, no_start)
+    assert isinstance(body, wrapper) is (wrapper is not SlotsWrapper)
+    assert len(b"".join(body)) == 200000
+    body.close()  # type: ignore[attr-defined]  # what the server does
+    assert wsgi_pool.client(config).pools.stats()[upstream.url].in_use == 0
 
 
 def test_one_request_object_sent_by_several_threads_carries_each_ones_id(

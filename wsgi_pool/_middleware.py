@@ -23,8 +23,9 @@ also left in ``environ["wsgi_pool.request_id"]`` for the app's own logs.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _deadline, _integrations, _process, _propagation
@@ -149,14 +150,17 @@ def _exporter(pools: WorkerPools) -> Exporter | None:
 def _release_after(
     body: Iterable[bytes], client: Client, environ: WSGIEnvironment
 ) -> Iterable[bytes]:
-    """``body``, with the client released when the server closes it (at once for a list, and
-    for a file the server sends itself: hiding its ``wsgi.file_wrapper`` would stop that)."""
-    file_wrapper = environ.get("wsgi.file_wrapper")
-    if isinstance(body, list | tuple) or (
-        isinstance(file_wrapper, type) and isinstance(body, file_wrapper)
-    ):
+    """``body``, with the client released when the server closes it (at once for a list). A
+    file the server sends itself stays its ``wsgi.file_wrapper`` (hiding it would stop
+    sendfile): the release is added to its own ``close``."""
+    if isinstance(body, list | tuple):
         client.close()
         return body
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+        with contextlib.suppress(AttributeError):  # a wrapper with __slots__: wrapped below
+            body.close = _ReleasingBody.closing(getattr(body, "close", _nothing), client)  # type: ignore[attr-defined]
+            return body
     return _ReleasingBody(body, client)
 
 
@@ -178,6 +182,18 @@ class _ReleasingBody:
             self._body.close()
         finally:
             self._client.close()
+
+    @staticmethod
+    def closing(close: Callable[[], object], client: Client) -> Callable[[], None]:
+        """``close``, then the client released, even if ``close`` raised."""
+
+        def both() -> None:
+            try:
+                close()
+            finally:
+                client.close()
+
+        return both
 
 
 def client_from(environ: WSGIEnvironment) -> Client:
@@ -202,3 +218,7 @@ def client(config: PoolConfig | None = None) -> Client:
     no user's state; close it (or use ``with``) to release streamed responses.
     """
     return Client(config, keep_cookies=False)
+
+
+def _nothing() -> None:
+    """The ``close`` of a body that has none."""

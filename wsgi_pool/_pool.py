@@ -159,11 +159,19 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         started = time.monotonic()
         got = False
         try:
-            got = slots.take(min(wait, FIRST_WAIT))
-            if not got and slots.unread and _collect_for_dropped():
-                got = slots.take(0)  # a response dropped in a reference cycle gave one back
-            if not got and wait > FIRST_WAIT:
-                got = slots.take(max(wait - (time.monotonic() - started), 0.0))
+            # In slices: a response dropped unread meanwhile (noted by its finalizer, which
+            # cannot wake anyone) or held in a reference cycle gives its connection back here.
+            got = slots.take(min(wait, WAIT_SLICE))
+            while not got:
+                if (_dropped_pending and release_dropped()) or (
+                    slots.unread and _collect_for_dropped()
+                ):
+                    got = slots.take(0)  # unless another caller was quicker
+                    continue
+                left = wait - (time.monotonic() - started)
+                if left <= 0:
+                    break
+                got = slots.take(min(left, WAIT_SLICE))
         finally:
             stats.add("waiting", -1)
             stats.waited(time.monotonic() - started, got=got)
@@ -257,11 +265,11 @@ class HTTPPool(Exchange, HTTPConnectionPool):
 # upstream's other pools still count the slot.
 _Dropped = tuple[weakref.ref["HTTPPool"], Slots, Any, int]
 _dropped_pending: collections.deque[_Dropped] = collections.deque()
-_last_collect = [0.0]
-FIRST_WAIT: Final = 0.05
-"""Seconds a call waits for a connection before asking whether dropped responses hold some."""
+_last_collect = [0.0]  # when a collection last freed nothing
+WAIT_SLICE: Final = 0.05
+"""Seconds a wait for a connection lasts before it looks again for dropped responses."""
 COLLECT_EVERY: Final = 1.0
-"""Seconds between two garbage collections a refused wait for a connection may ask for."""
+"""Seconds after a garbage collection that freed no connection before a wait asks again."""
 
 
 def release_dropped() -> int:
@@ -279,13 +287,17 @@ def release_dropped() -> int:
         released += 1
         conn.close()
         _deadline.watchdog().disarm(conn)
+        conn.wp_out = False
+        _read(conn, slots)
         pool = pool_ref()
         if pool is None:  # the pool is gone: only the upstream's count is left to right
-            conn.wp_out = False
-            _read(conn, slots)
             slots.give()
             continue
-        pool._put_conn(conn)  # closed (counted as discarded): its slot and place come back
+        pool.stats.add("discarded")
+        # None, as urllib3 gives back a discarded connection: its slot and its place in the
+        # queue. The connection object stays with its dying response (whose __del__ may yet
+        # close it: it must not be one another call is using).
+        pool._put_conn(None)
 
 
 def _read(conn: Any, slots: Slots) -> None:
@@ -296,7 +308,7 @@ def _read(conn: Any, slots: Slots) -> None:
 
 
 def _collect_for_dropped() -> bool:
-    """Before a call is refused a connection: free responses dropped in reference cycles (an
+    """While a call waits for a connection: free responses dropped in reference cycles (an
     ``except ... as e: err = e``); whether any connection came back. A collection that frees
     none is not tried again for a second (the pool is merely busy)."""
     if time.monotonic() - _last_collect[0] < COLLECT_EVERY:

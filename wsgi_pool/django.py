@@ -62,8 +62,13 @@ class ClientMiddleware:
             and not getattr(response, "is_async", False)
             and getattr(response, "file_to_stream", None) is None  # a FileResponse: sendfile
         ):
-            # Made as the server sends it: in the request's context too.
-            response.streaming_content = within(client, response.streaming_content)
+            # Made as the server sends it, and closed, in the request's context too: the
+            # app's iterator is closed by the wrapper, not by Django directly.
+            iterator = response._iterator
+            closers = response._resource_closers
+            if getattr(iterator, "close", None) in closers:
+                closers.remove(iterator.close)
+            response.streaming_content = within(client, iterator)
         # Django closes the response when the server is done with it (a streamed body sent).
         response._resource_closers.append(client.close)
         return response
