@@ -11,7 +11,7 @@ import trustme
 
 from tests.harness import Harness
 from tests.support import tls_upstream, write_ca
-from wsgi_pool import _process
+from wsgi_pool import _pool, _process
 from wsgi_pool.testing import Upstream
 
 pytest_plugins = ["pytester"]  # tests/test_testing.py runs a user's suite with our pytest plugin
@@ -19,10 +19,12 @@ pytest_plugins = ["pytester"]  # tests/test_testing.py runs a user's suite with 
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    """Each test starts with no pools, no server report and no cached settings; its pools are closed after."""
+    """Each test starts with no pools, no server report, no cached settings and no garbage
+    collection backed off by an earlier test's waits; its pools are closed after."""
     _process.close_process_pools()
     _process._env_default = None
     _process.record_server(None)
+    _pool._collect = _pool._Collections()
     yield
     _process.close_process_pools()
     _process._env_default = None

@@ -218,6 +218,39 @@ def test_a_connection_given_back_for_a_dropped_response_is_never_closed_by_it(
     assert errors == []
 
 
+def test_waits_that_find_no_dropped_response_back_off_their_collections(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pool_maxsize=1 and a stream held open (not dropped): a 2.5 s wait for the connection
+    asks the collector once, then backs off (1 s, then 2 s), instead of collecting again and
+    again; a short wait does not collect at all once one collection has cost more than half
+    of what it has left."""
+    gc.collect()
+    _pool.release_dropped()  # nothing left over from earlier tests to make a collection pay
+    collections: list[float] = []
+
+    class CountingGc:
+        @staticmethod
+        def collect(*args: int) -> int:
+            collections.append(time.monotonic())
+            return gc.collect(*args)
+
+    monkeypatch.setattr(_pool, "gc", CountingGc)
+    config = PoolConfig(pool_maxsize=1, pool_timeout=2.5, retries=0)
+    with requests.Session() as session:
+        session.mount("http://", wsgi_pool.adapter(config))
+        held = session.get(f"{upstream.url}/held?size=300000", stream=True)
+        with pytest.raises(wsgi_pool.PoolTimeout):
+            session.get(f"{upstream.url}/waits")
+        assert len(collections) == 2  # at the start, and 1 s later; the next would be at 3 s
+        _pool._collect.took = 10.0  # as if a collection cost 10 s: a 2.5 s wait cannot afford it
+        _pool._collect.next = 0.0
+        with pytest.raises(wsgi_pool.PoolTimeout):
+            session.get(f"{upstream.url}/waits-again")
+        assert len(collections) == 2
+        held.close()
+
+
 def test_streams_dropped_in_reference_cycles_give_their_connections_back(
     upstream: Upstream,
 ) -> None:

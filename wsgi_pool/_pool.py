@@ -163,12 +163,12 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             # cannot wake anyone) or held in a reference cycle gives its connection back here.
             got = slots.take(min(wait, WAIT_SLICE))
             while not got:
+                left = wait - (time.monotonic() - started)
                 if (_dropped_pending and release_dropped()) or (
-                    slots.unread and _collect_for_dropped()
+                    slots.unread and _collect_for_dropped(left)
                 ):
                     got = slots.take(0)  # unless another caller was quicker
                     continue
-                left = wait - (time.monotonic() - started)
                 if left <= 0:
                     break
                 got = slots.take(min(left, WAIT_SLICE))
@@ -265,11 +265,12 @@ class HTTPPool(Exchange, HTTPConnectionPool):
 # upstream's other pools still count the slot.
 _Dropped = tuple[weakref.ref["HTTPPool"], Slots, Any, int]
 _dropped_pending: collections.deque[_Dropped] = collections.deque()
-_last_collect = [0.0]  # when a collection last freed nothing
 WAIT_SLICE: Final = 0.05
 """Seconds a wait for a connection lasts before it looks again for dropped responses."""
 COLLECT_EVERY: Final = 1.0
-"""Seconds after a garbage collection that freed no connection before a wait asks again."""
+"""Seconds after a garbage collection that freed no connection before a wait asks again
+(doubling after each such one, up to :data:`COLLECT_MAX`)."""
+COLLECT_MAX: Final = 8.0
 
 
 def release_dropped() -> int:
@@ -307,17 +308,40 @@ def _read(conn: Any, slots: Slots) -> None:
         slots.note_unread(-1)
 
 
-def _collect_for_dropped() -> bool:
+def _collect_for_dropped(left: float) -> bool:
     """While a call waits for a connection: free responses dropped in reference cycles (an
-    ``except ... as e: err = e``); whether any connection came back. A collection that frees
-    none is not tried again for a second (the pool is merely busy)."""
-    if time.monotonic() - _last_collect[0] < COLLECT_EVERY:
+    ``except ... as e: err = e``); whether any connection came back.
+
+    A full collection costs time on a large heap, so it is claimed by one waiter at a time,
+    skipped when the wait has less than twice the last one's duration left, and after one that
+    freed nothing (the pool is merely busy) not tried again for 1 s, then 2, 4, 8 s."""
+    now = time.monotonic()
+    if now < _collect.next or left < 2 * _collect.took:
         return False
+    _collect.next = now + _collect.backoff  # claimed: other waiters skip it meanwhile
     gc.collect()
-    found = release_dropped() > 0
-    if not found:
-        _last_collect[0] = time.monotonic()
-    return found
+    _collect.took = time.monotonic() - now
+    if release_dropped() > 0:
+        _collect.backoff = COLLECT_EVERY
+        _collect.next = 0.0
+        return True
+    _collect.backoff = min(_collect.backoff * 2, COLLECT_MAX)
+    return False
+
+
+class _Collections:
+    """When waits may next collect garbage, how long to back off, what the last one took.
+    Changed by waiting threads without a lock: a race costs at most one extra collection."""
+
+    __slots__ = ("backoff", "next", "took")
+
+    def __init__(self) -> None:
+        self.next = 0.0
+        self.backoff = COLLECT_EVERY
+        self.took = 0.0
+
+
+_collect = _Collections()
 
 
 class HTTPSPool(HTTPPool, HTTPSConnectionPool):  # type: ignore[override]  # ConnectionCls: above
