@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import requests
@@ -62,6 +63,17 @@ def test_the_at_fork_hook_sets_the_parents_pools_aside(
     assert list(_process._by_pid) == []
     assert any(parent_pools in held.by_shape.values() for held in _process._inherited)
     assert parent_pools.stats()[upstream.url].idle == 1
+
+
+def test_a_process_that_made_no_pools_imports_nothing_when_forked(
+    fake_pid: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The at-fork hook in a process that never made pools (their module not imported): it
+    sets nothing aside and imports nothing (requests would load in the middle of a fork)."""
+    monkeypatch.delitem(sys.modules, "wsgi_pool._worker")
+    fake_pid[0] += 300000
+    _process._after_fork_in_child()
+    assert "wsgi_pool._worker" not in sys.modules
 
 
 def test_close_process_pools_without_pools_closes_nothing(fake_pid: list[int]) -> None:
@@ -188,7 +200,7 @@ def test_the_at_fork_hook_releases_every_inherited_set_of_pools(upstream: Upstre
     answer = foreign.adapter.send(requests.Request("GET", f"{upstream.url}/copy").prepare())
     assert answer.content
     assert wait_until(lambda: upstream.stats().open_connections == 2)
-    _worker._release_inherited()
+    _worker.release_inherited(os.getpid())
     assert foreign.retired
     assert not http.pools.retired
     assert wait_until(lambda: upstream.stats().open_connections == 1)  # ours stays open

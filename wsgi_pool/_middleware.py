@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -126,7 +127,7 @@ class _Within:
         self._context = contextvars.copy_context()
         self._context.run(Serving(client).__enter__)  # never left: the context is the body's own
         self._body = body
-        self._items = iter(body)
+        self._items = self._context.run(iter, body)  # an __iter__ that calls runs there too
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -159,7 +160,8 @@ def _release_after(
     file_wrapper = environ.get("wsgi.file_wrapper")
     if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
         with contextlib.suppress(AttributeError):  # a wrapper with __slots__: wrapped below
-            body.close = _ReleasingBody.closing(getattr(body, "close", _nothing), client)  # type: ignore[attr-defined]
+            close = getattr(body, "close", _nothing)
+            body.close = functools.partial(_close_then_release, close, client)  # type: ignore[attr-defined]
             return body
     return _ReleasingBody(body, client)
 
@@ -178,22 +180,15 @@ class _ReleasingBody:
         return self._body
 
     def close(self) -> None:
-        try:
-            self._body.close()
-        finally:
-            self._client.close()
+        _close_then_release(self._body.close, self._client)
 
-    @staticmethod
-    def closing(close: Callable[[], object], client: Client) -> Callable[[], None]:
-        """``close``, then the client released, even if ``close`` raised."""
 
-        def both() -> None:
-            try:
-                close()
-            finally:
-                client.close()
-
-        return both
+def _close_then_release(close: Callable[[], object], client: Client) -> None:
+    """The app's body closed (``close``), then the request's client released, even if that raised."""
+    try:
+        close()
+    finally:
+        client.close()
 
 
 def client_from(environ: WSGIEnvironment) -> Client:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -103,11 +104,14 @@ def _set_aside_foreign(pid: int) -> None:
     foreign = [
         found for other in list(_by_pid) if other != pid and (found := _by_pid.pop(other, None))
     ]
-    for process in foreign:  # None popped: another thread set it aside first
-        for pools in list(process.by_shape.values()):
-            pools.retire()  # a client that cached them looks again (no lock: a fork may hold it)
-            pools.release_copies()  # the upstream sees the parent's connections, not ours
-    _inherited.extend(foreign)
+    _inherited.extend(foreign)  # None popped: another thread set it aside first
+    # Every set of pools made in another process, the registered ones and a caller's own:
+    # retired (a client that cached them looks again) and this process's copies of their
+    # sockets released (the upstream sees the parent's connections, not ours). No pools exist
+    # before their module is imported, and it is not imported here (a fork may be under way).
+    worker = sys.modules.get(f"{__package__}._worker")
+    if worker is not None:
+        worker.release_inherited(pid)
 
 
 def _after_fork_in_child() -> None:

@@ -184,16 +184,16 @@ def _logged(what: str) -> Iterator[None]:
         logger.exception("wsgi_pool: %s failed", what)
 
 
-# Every WorkerPools of this process, registered or a caller's own: a forked child releases its
-# copies of all their sockets (the registered ones are also set aside by ``_process``).
+# Every WorkerPools of this process, registered or a caller's own (``_process`` releases the
+# inherited ones in a forked child).
 _every: weakref.WeakSet[WorkerPools] = weakref.WeakSet()
 
 
-def _release_inherited() -> None:
+def release_inherited(pid: int) -> None:
+    """In process ``pid``, forked from the one that made them: every set of pools retired (no
+    lock: a fork may hold it) and this process's copies of their sockets closed."""
     for pools in list(_every):
-        if pools.pid != os.getpid():
+        if pools.pid != pid:
             pools.retire()
-            pools.release_copies()
-
-
-os.register_at_fork(after_in_child=_release_inherited)
+            with _logged("releasing inherited pools"):  # one set's failure stops no other
+                pools.release_copies()
