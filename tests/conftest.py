@@ -1,5 +1,6 @@
-"""Fixtures: real loopback upstreams (plain and TLS), a clean process registry for every test,
-Django's settings, and the fault harness. Shared helpers are in ``support.py``."""
+"""Fixtures: real loopback upstreams (plain and TLS; ``upstream`` is the one of
+``wsgi_pool.pytest_plugin``), a clean process registry for every test, Django's settings, and
+the fault harness. Shared helpers are in ``support.py``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from tests.support import tls_upstream, write_ca
 from wsgi_pool import _pool, _process
 from wsgi_pool.testing import Upstream
 
-pytest_plugins = ["pytester"]  # tests/test_testing.py runs a user's suite with our pytest plugin
+# pytester: tests/test_testing.py runs a user's suite with our pytest plugin; this suite uses
+# the plugin's own ``upstream`` fixture.
+pytest_plugins = ["pytester", "wsgi_pool.pytest_plugin"]
 
 
 @pytest.fixture(autouse=True)
@@ -30,12 +33,6 @@ def clean_registry() -> Iterator[None]:
     _process._env_default = None
     _process.record_server(None)
     _process.record_master(None)
-
-
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    with Upstream() as server:
-        yield server
 
 
 @pytest.fixture
