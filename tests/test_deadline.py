@@ -351,9 +351,7 @@ def test_a_callers_own_pools_get_a_running_watchdog_after_the_worker_stopped_one
     with wsgi_pool.Client(pools=own) as http:
         assert http.get(f"{upstream.url}/warm").status_code == 200
         _process.close_process_pools()
-        started = time.monotonic()
         with pytest.raises(DeadlineExceeded):
             http.get(f"{upstream.url}/slow?delay=3")
-        assert time.monotonic() - started < 2.5  # the deadline, not the upstream's 3 s
-        assert own.watchdog.cuts == 1
+        assert own.watchdog.cuts == 1  # cut on the wire (before: a stopped watchdog, a 200)
     own.close()

@@ -5,8 +5,8 @@ trace context and budget."""
 from __future__ import annotations
 
 import json
+import re
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -102,12 +102,13 @@ def test_an_sdk_session_gets_the_policies(upstream: Upstream) -> None:
     denied = PoolConfig(egress_deny=("127.0.0.0/8",), egress_deny_private=False)
     with mounted(requests.Session(), denied) as session, pytest.raises(wsgi_pool.EgressDenied):
         session.get(f"{upstream.url}/x")
-    with mounted(requests.Session()) as session:
-        started = time.monotonic()
-        with wsgi_pool.deadline(0.3), pytest.raises(wsgi_pool.DeadlineExceeded):
-            session.get(f"{upstream.url}/slow?delay=2")
-        # The block, not the 15 s read timeout, ended it (far below the upstream's 2 s).
-        assert time.monotonic() - started < 2.0
+    # Only the block can end it so: the read timeout is 15 s, the upstream answers in 2 s.
+    with (
+        mounted(requests.Session()) as session,
+        wsgi_pool.deadline(0.3),
+        pytest.raises(wsgi_pool.DeadlineExceeded),
+    ):
+        session.get(f"{upstream.url}/slow?delay=2")
     assert upstream.stats().requests_served == 3  # the denied call never left
 
 
@@ -151,12 +152,10 @@ def test_inside_a_request_an_sdk_call_ends_within_the_request_budget(
     """The caller gave the request 300 ms (``X-Request-Deadline``): the SDK's call ends then."""
     with mounted(requests.Session()) as session:
         app = sdk_view(session, f"{upstream.url}/slow?delay=2")
-        started = time.monotonic()
         status, body, _ = call(app, HTTP_X_REQUEST_DEADLINE="300")
-        took = time.monotonic() - started
+    # Only the budget can end it so: the read timeout is 15 s, the upstream answers in 2 s.
     assert status == "504 Gateway Timeout", body
-    assert b"deadline" in body
-    assert took < 2.0  # the budget, not the 15 s read timeout or the upstream's 2 s
+    assert re.search(rb"deadline of 0\.\d+ s exceeded", body)  # what was left of the 300 ms
 
 
 def test_an_sdk_session_mounted_at_import_under_preload_shares_no_socket(
@@ -234,10 +233,8 @@ def test_a_block_in_a_streamed_body_lasts_across_its_items(upstream: Upstream) -
             except wsgi_pool.DeadlineExceeded:
                 yield b"cut"
 
-    started = time.monotonic()
     _, body, _ = call(wsgi_pool.PoolMiddleware(app), HTTP_X_REQUEST_DEADLINE="10000")
-    assert body == b"first;cut"
-    assert time.monotonic() - started < 2.5  # the block (0.5 s), not the upstream's 3 s
+    assert body == b"first;cut"  # before: "first;not cut" (the 10 s budget replaced the block)
 
 
 def test_a_streamed_body_closed_early_cleans_up_in_the_requests_context(
