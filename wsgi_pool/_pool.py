@@ -252,7 +252,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 self.slots.note_unread(1)
                 weakref.finalize(
                     response,
-                    _dropped_pending.append,
+                    _note_dropped,
                     (weakref.ref(self), self.slots, conn, getattr(conn, "wp_lease", 0)),
                 )
         return response
@@ -265,6 +265,15 @@ class HTTPPool(Exchange, HTTPConnectionPool):
 # upstream's other pools still count the slot.
 _Dropped = tuple[weakref.ref["HTTPPool"], Slots, Any, int]
 _dropped_pending: collections.deque[_Dropped] = collections.deque()
+
+
+def _note_dropped(dropped: _Dropped) -> None:
+    """A response's finalizer: its connection is queued, and counted for the collection that
+    freed it, whichever thread then releases the connection."""
+    _dropped_pending.append(dropped)
+    _collect.freed += 1
+
+
 WAIT_SLICE: Final = 0.05
 """Seconds a wait for a connection lasts before it looks again for dropped responses."""
 COLLECT_EVERY: Final = 1.0
@@ -319,9 +328,12 @@ def _collect_for_dropped(left: float) -> bool:
     if now < _collect.next or left < 2 * _collect.took:
         return False
     _collect.next = now + _collect.backoff  # claimed: other waiters skip it meanwhile
+    freed = _collect.freed
     gc.collect()
     _collect.took = time.monotonic() - now
-    if release_dropped() > 0:
+    # Fruitful if it freed a dropped response, even one another waiter released first (its
+    # finalizer's Python code lets other threads run before this one releases it).
+    if release_dropped() > 0 or _collect.freed != freed:
         _collect.backoff = COLLECT_EVERY
         _collect.next = 0.0
         return True
@@ -333,12 +345,13 @@ class _Collections:
     """When waits may next collect garbage, how long to back off, what the last one took.
     Changed by waiting threads without a lock: a race costs at most one extra collection."""
 
-    __slots__ = ("backoff", "next", "took")
+    __slots__ = ("backoff", "freed", "next", "took")
 
     def __init__(self) -> None:
         self.next = 0.0
         self.backoff = COLLECT_EVERY
         self.took = 0.0
+        self.freed = 0  # responses freed unread so far (counted by their finalizers)
 
 
 _collect = _Collections()
