@@ -1,9 +1,14 @@
 """A test host of its own: a network namespace joined to this one by a veth pair, running an
-``Upstream`` on an address assigned inside it, whose traffic can be silently dropped.
+``Upstream`` on an address assigned inside it (its ``/who`` answers that address, and
+``/who-close`` too, closing the connection after), whose
+traffic can be silently dropped.
 
 Only addresses assigned here (``10.<n>.<pid>.1/.2``, a /30 per host) are used. Everything
 is removed on exit, failure included: the server process, the namespace, the veth pair.
 Needs root, iproute2 and iptables (``./dev test`` installs the last two).
+
+:func:`with_hosts` runs a command with an ``/etc/hosts`` of its own (a mount namespace), so a
+name can stand for several hosts, or move from one to another.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ SERVER = """
 import signal, sys
 from wsgi_pool.testing import Upstream
 server = Upstream(sys.argv[1], int(sys.argv[2])).start()
+server.answer("/who", json={"replica": sys.argv[1]})
+server.answer("/who-close", json={"replica": sys.argv[1]}, headers={"Connection": "close"})
 print("ready", flush=True)
 signal.sigwait({signal.SIGTERM})
 server.stop()
@@ -118,6 +125,21 @@ class Host:
         """Let packets through again."""
         self._inside("iptables", "-F")
 
+    def drop_connects(self) -> None:
+        """Drop every new connection's first packet (a black-holed host); counted by :meth:`connects`."""
+        self._inside("iptables", "-I", "INPUT", "-p", "tcp", "--syn", "-j", "DROP")
+
+    def connects(self) -> int:
+        """Connection attempts (SYN packets) dropped since :meth:`drop_connects`."""
+        listing = subprocess.run(
+            ["ip", "netns", "exec", self.namespace, "iptables", "-L", "INPUT", "-v", "-x", "-n"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        return sum(int(line.split()[0]) for line in listing.splitlines() if " DROP " in f" {line} ")
+
     def remove(self) -> None:
         """Stop the server and delete the namespace and the veth pair (each step even if one failed)."""
         with contextlib.suppress(Exception):
@@ -127,3 +149,27 @@ class Host:
             ("ip", "link", "del", self.outside),
         ):
             subprocess.run(command, check=False, capture_output=True, timeout=30)
+
+
+def with_hosts(hosts: str, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in a mount namespace of its own whose ``/etc/hosts`` is the file
+    ``hosts`` (bound, so writing to ``/etc/hosts`` inside changes that file; nothing outside
+    sees it)."""
+    return subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"',
+            hosts,
+            *command,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

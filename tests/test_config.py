@@ -208,6 +208,14 @@ def test_from_env_reads_every_field_by_its_name() -> None:
             "WSGI_POOL_REPLICAS": "3",
             "WSGI_POOL_FLEET_CONNECTIONS": "48",
             "WSGI_POOL_METRICS_PATH": "/_metrics",
+            "WSGI_POOL_MAX_CONNECTION_AGE": "none",
+            "WSGI_POOL_MAX_REQUESTS_PER_CONNECTION": "100",
+            "WSGI_POOL_EJECT_AFTER_FAILURES": "None",
+            "WSGI_POOL_EJECT_AFTER_5XX": "4",
+            "WSGI_POOL_EJECTION_TIME": "2",
+            "WSGI_POOL_MAX_EJECTION_TIME": "30",
+            "WSGI_POOL_MAX_PENDING": "4",
+            "WSGI_POOL_MESH": "no",
             "PATH": "/usr/bin",
         }
     )
@@ -252,6 +260,14 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         workers=4,
         replicas=3,
         fleet_connections=48,
+        max_connection_age=None,
+        max_requests_per_connection=100,
+        eject_after_failures=None,
+        eject_after_5xx=4,
+        ejection_time=2.0,
+        max_ejection_time=30.0,
+        max_pending=4,
+        mesh=False,
     )
     assert {f.name for f in dataclasses.fields(PoolConfig)} == {
         "worker_class", "threads", "worker_connections", "pool_maxsize", "pool_connections", "pool_block",
@@ -262,7 +278,9 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         "upstreams", "trust_env", "proxies", "propagate", "request_id_header", "max_redirects",
         "redirect_headers", "ca_bundle", "allow_unverified", "egress_allow", "egress_deny",
         "prometheus", "metrics_path", "workers", "replicas", "fleet_connections",
-        "egress_deny_private",
+        "egress_deny_private", "max_connection_age", "max_requests_per_connection",
+        "eject_after_failures", "eject_after_5xx", "ejection_time", "max_ejection_time",
+        "max_pending", "mesh",
     }  # fmt: skip
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -355,3 +357,76 @@ def test_a_callers_own_pools_get_a_running_watchdog_after_the_worker_stopped_one
             http.get(f"{upstream.url}/slow?delay=3")
         assert own.watchdog.cuts == 1  # cut on the wire (before: a stopped watchdog, a 200)
     own.close()
+
+
+def _instant(seconds_from_now: float, *, zone: str = "Z", digits: int = 6) -> str:
+    moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+        seconds=seconds_from_now
+    )
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        hours, minutes = map(int, zone[1:].split(":"))
+        moment = moment.astimezone(
+            datetime.timezone(sign * datetime.timedelta(hours=hours, minutes=minutes))
+        )
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{moment.microsecond:06d}"[:digits]
+    return f"{stamp}{'.' + fraction if digits else ''}{zone}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(lambda: _instant(2.0), 2.0, id="talisker's form, Z"),
+        pytest.param(lambda: _instant(2.0, digits=3), 2.0, id="milliseconds"),
+        pytest.param(lambda: _instant(2.0, digits=0), 2.0, id="whole seconds"),
+        pytest.param(lambda: _instant(2.0, zone="+05:30"), 2.0, id="an offset"),
+        pytest.param(lambda: _instant(2.0, zone="-08:00"), 2.0, id="a negative offset"),
+        pytest.param(lambda: _instant(2.0).replace("Z", "z"), 2.0, id="lower-case z"),
+        pytest.param(lambda: _instant(-5.0), 0.0, id="already past: no time left"),
+        pytest.param(lambda: _instant(2.0).removesuffix("Z"), None, id="no time zone"),
+        pytest.param(lambda: _instant(3605.0), None, id="over an hour ahead"),
+        pytest.param(lambda: "2026-13-01T00:00:00Z", None, id="month 13"),
+        pytest.param(lambda: _instant(2.0).replace("T", " "), None, id="a space, not T"),
+        pytest.param(lambda: _instant(2.0) + "x", None, id="trailing text"),
+        pytest.param(
+            lambda: "\uff12\uff10\uff12\uff16-12-02T10:00:00Z", None, id="non-ascii digits"
+        ),
+    ],
+)
+def test_incoming_deadline_as_an_iso_8601_instant(
+    value: Callable[[], str], expected: float | None
+) -> None:
+    """talisker's X-Request-Deadline is an instant: the budget is the time until it (the
+    instant's own rounding allowed below); one without a time zone, or past an hour, is
+    ignored."""
+    environ = {"HTTP_X_REQUEST_DEADLINE": value()}
+    before = time.monotonic()
+    found = incoming_budget(environ, PoolConfig().deadline_headers)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert before + expected - 1.0 <= found <= time.monotonic() + expected + 0.01
+
+
+def test_an_instant_deadline_bounds_outbound_calls(harness: Harness) -> None:
+    """A request whose instant deadline is 0.4 s ahead: a call that never gets an answer ends
+    with DeadlineExceeded within that budget."""
+    server = harness.serve(never_answer)
+    seen: dict[str, Any] = {}
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        try:
+            wsgi_pool.client_from(environ).get(f"{server.url}/x")
+        except DeadlineExceeded as exc:
+            seen["error"] = exc
+        start_response("200 OK", [])
+        return [b""]
+
+    environ: dict[str, Any] = {"HTTP_X_REQUEST_DEADLINE": _instant(0.4)}
+    setup_testing_defaults(environ)
+    config = PoolConfig(**{**FAST, "read_timeout": 5.0})
+    wsgi_pool.PoolMiddleware(app, config)(environ, lambda *a: lambda b: None)
+    assert isinstance(seen["error"], DeadlineExceeded)
+    assert seen["error"].deadline <= 0.4

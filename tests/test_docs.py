@@ -126,6 +126,13 @@ def check_trust_boundaries(namespace: dict[str, Any], upstream: Upstream) -> Non
         wsgi_pool.client(config).get(f"{upstream.url}/x")
 
 
+def check_resilience(namespace: dict[str, Any], upstream: Upstream) -> None:
+    config = namespace["config"]
+    assert (config.max_connection_age, config.max_pending) == (30.0, 8)
+    billing = config.for_upstream("http://billing.internal:80")
+    assert (billing.idle_timeout, billing.max_connection_age) == (1.5, 30.0)
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "app.py": check_app,
     "gunicorn.conf.py": check_gunicorn_conf,
@@ -136,12 +143,27 @@ CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "patch requests": check_patch_requests,
     "trust boundaries": check_trust_boundaries,
     "deadlines": check_deadlines,
+    "resilience": check_resilience,
     "http cache": check_http_cache,
     "config in code": check_config_in_code,
     "pool stats": check_pool_stats,
     "testing with responses": check_testing_with_responses,
     "testing with an upstream": check_testing_with_an_upstream,
 }
+
+
+MESH = (ROOT / "docs" / "mesh.md").read_text()
+
+
+def test_the_mesh_page_snippet_runs(upstream: Upstream) -> None:
+    """docs/mesh.md's configuration makes calls that tell the sidecar the time left."""
+    (code,) = re.findall(r"```python\n(.*?)```", MESH, flags=re.DOTALL)
+    assert snippet_label(code) == "mesh"
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102
+    with wsgi_pool.client(namespace["config"]) as http:
+        http.get(f"{upstream.url}/x").raise_for_status()
+    assert 0 < int(upstream.seen("/x")[0].headers["x-envoy-upstream-rq-timeout-ms"]) <= 5000
 
 
 def test_every_snippet_has_a_check() -> None:

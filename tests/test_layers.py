@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [  # bottom first
             "_attempt",
             "_stats",
             "_egress",
+            "_outliers",
             "_failures",
             "_translate",
             "_proxies",

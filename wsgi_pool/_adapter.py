@@ -37,6 +37,7 @@ from ._fast import seams
 from ._fast.pools import PoolKeys
 from ._fast.response import build
 from ._origins import origin_of
+from ._outliers import Outliers
 from ._policy import Policy
 from ._pool import Slots, pool_classes
 from ._response import Response
@@ -80,6 +81,16 @@ def live_pools(manager: Any) -> list[HTTPConnectionPool]:
     return list(filter(None, [manager.pools.get(key) for key in manager.pools.keys()]))  # noqa: SIM118  (urllib3's container refuses iteration)
 
 
+def lifetime_for(config: PoolConfig) -> Any:
+    """An upstream's connection lifetime under ``config``: (idle timeout, age or None)."""
+
+    def lifetime(origin: str) -> tuple[float, float | None]:
+        settings = config.for_upstream(origin)
+        return settings.idle_timeout or config.idle_timeout, settings.max_connection_age
+
+    return lifetime
+
+
 class SharedAdapter(ReadOnly, HTTPAdapter):
     """The one requests adapter of a process's pools: its calls, their policies, its pools.
 
@@ -110,10 +121,23 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         self._slots = weakref.WeakValueDictionary() if slots is None else slots
         self._keys = PoolKeys()
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.outliers = (
+            None
+            if config.eject_after_failures is None and config.eject_after_5xx is None
+            else Outliers(
+                failures=config.eject_after_failures,
+                answers=config.eject_after_5xx,
+                base=config.ejection_time,
+                longest=config.max_ejection_time,
+            )
+        )
         self._pool_classes = pool_classes(
             wait=sizing.pool_timeout,
-            idle_timeout=config.idle_timeout,
+            lifetime_for=lifetime_for(config),
+            max_requests=config.max_requests_per_connection,
+            max_pending=config.max_pending,
             egress=EgressPolicy.from_config(config),
+            outliers=self.outliers,
             registry=stats,
             slots_for=self._slots_for,
             made=self._connections,

@@ -5,6 +5,7 @@ The policies meet here, in this order, on every try:
 1. **the deadline** (``_deadline``): no try starts past it; each try's connect and read
    timeouts are cut to what is left, and a timeout so cut is ``DeadlineExceeded``;
 2. **propagation**: the request id, trace context and remaining budget, to upstreams allowed;
+   behind a mesh's sidecar (``mesh``), the remaining budget to the sidecar, on every call;
 3. **the try** itself, through the :class:`Transport` (the adapter, below which the pools,
    the watchdog and the egress policy act), recorded in an ``Attempt``;
 4. **retries and replay** (``_retry``): a stale keep-alive connection replayed once, a
@@ -34,11 +35,14 @@ from ._errors import InsecureRequestRefused
 from ._failures import (
     DeadlineExceeded,
     EgressDenied,
+    PoolOverloaded,
     PoolTimeout,
     UpstreamConnectTimeout,
+    UpstreamEjected,
     UpstreamUnreachable,
 )
-from ._pool import DeadlineWhileWaiting
+from ._outliers import Ejected
+from ._pool import DeadlineWhileWaiting, Shed
 from ._propagation import Propagation
 from ._response import Guard, check_head
 from ._retry import Retries, RetryBudget
@@ -47,6 +51,9 @@ from ._stats import Counters
 from ._translate import pool_closed, translate
 
 logger = logging.getLogger("wsgi_pool")
+
+MESH_TIMEOUT_HEADER: Final = "x-envoy-upstream-rq-timeout-ms"
+"""What a call tells an Envoy sidecar (``mesh``): the milliseconds its try may take there."""
 
 WAITING: Final = "waiting for a free connection"
 """What a call was doing when the deadline ended its wait for a connection."""
@@ -143,7 +150,7 @@ class Call:
         self.retries = Retries.for_request(
             request,
             settings.retries or 0,
-            statuses=config.retry_statuses,
+            statuses=frozenset() if config.mesh else config.retry_statuses,
             backoff_factor=config.backoff_factor,
             backoff_max=config.backoff_max,
         )
@@ -176,11 +183,12 @@ class Call:
     def _run(self, **kwargs: Any) -> requests.Response:
         request = self.request
         propagate = self.settings.propagate
-        if propagate:
+        mesh = self.config.mesh
+        if propagate or mesh:
             # The headers go on a copy: the caller's request (an SDK may send one again, in
-            # another request or none) never keeps this request's id.
+            # another request or none) never keeps this request's id or budget.
             request = self.request = request.copy()
-            if self.trace is not None:
+            if propagate and self.trace is not None:
                 self.trace.apply(request.headers, self.config.request_id_header)
         self.budget.record_request()
         fresh = False
@@ -196,6 +204,8 @@ class Call:
                 )
             if propagate and self.config.propagate_deadline:
                 request.headers[DEADLINE_HEADER] = str(max(int(remaining * 1000), 1))
+            if mesh:  # the sidecar's own timeout for this try: never past our deadline
+                request.headers[MESH_TIMEOUT_HEADER] = str(max(int(remaining * 1000), 1))
             connect, read, connect_capped, read_capped = attempt_timeouts(
                 self.connect, self.read, remaining
             )
@@ -225,6 +235,15 @@ class Call:
         request = self.request
         if isinstance(exc, Refused):
             raise EgressDenied(self.origin, exc.host, exc.refused, request=request) from None
+        if isinstance(exc, Ejected):
+            raise UpstreamEjected(self.origin, exc.host, exc.ejected, request=request) from None
+        if isinstance(exc, Shed):
+            raise PoolOverloaded(
+                self.origin,
+                self.config.max_pending or 0,
+                self.sizing.pool_maxsize,
+                request=request,
+            ) from None
         if isinstance(exc, DeadlineWhileWaiting):
             raise DeadlineExceeded(
                 self.origin, self.deadline.seconds, WAITING, request=request

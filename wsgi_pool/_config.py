@@ -63,6 +63,13 @@ POOL_FIELDS: Final = (
     "pool_block",
     "pool_timeout",
     "idle_timeout",
+    "max_connection_age",
+    "max_requests_per_connection",
+    "eject_after_failures",
+    "eject_after_5xx",
+    "ejection_time",
+    "max_ejection_time",
+    "max_pending",
     "egress_allow",
     "egress_deny",
     "egress_deny_private",
@@ -97,9 +104,19 @@ class UpstreamSettings:
     ca_bundle: str | None = None
     """CA certificates (a PEM file or a hashed directory) that verify this upstream, instead of
     the config's ``ca_bundle`` or certifi's."""
+    idle_timeout: float | None = None
+    """Seconds a connection to this upstream may sit idle (below its server's keep-alive)."""
+    max_connection_age: float | None = None
+    """Seconds a connection to this upstream may live (see the config's)."""
 
     def __post_init__(self) -> None:
-        for name in ("deadline", "connect_timeout", "read_timeout"):
+        for name in (
+            "deadline",
+            "connect_timeout",
+            "read_timeout",
+            "idle_timeout",
+            "max_connection_age",
+        ):
             _checks.seconds(name, getattr(self, name))
         _checks.count("max_response_bytes", self.max_response_bytes)
         _checks.whole("retries", self.retries)
@@ -203,6 +220,64 @@ class PoolConfig:
         "below the keep-alive timeout of common servers (5 s in Node.js, Apache, uvicorn).",
         _env.parse_float,
     )
+    max_connection_age: float | None = _setting(
+        60.0,
+        "Seconds a connection may live: one older is closed when it comes back to the pool "
+        "(never in the middle of a call), each connection's age shortened by up to 10% at "
+        "random so those opened together do not all close together. A busy pool is never "
+        "idle, so without it a name that moved or a replica added behind a balancer never "
+        "gets the pool's traffic. None: no limit.",
+        _env.parse_optional_float,
+    )
+    max_requests_per_connection: int | None = _setting(
+        None,
+        "Requests a connection carries before it is closed (when it comes back to the "
+        "pool). None: no limit.",
+        _env.parse_optional_int,
+    )
+    eject_after_failures: int | None = _setting(
+        3,
+        "Consecutive failed connects to one address (refused, unreachable, timed out) that "
+        "eject it: new connections skip it for ejection_time, longer each time it is ejected "
+        "again, until one connect to it succeeds. When every address of an upstream is "
+        "ejected, calls fail at once with UpstreamEjected. Per worker. None: never eject.",
+        _env.parse_optional_int,
+    )
+    eject_after_5xx: int | None = _setting(
+        None,
+        "Consecutive 5xx answers from one address that eject it, as connect failures do. "
+        "None: answers never eject (one request's input can make a healthy host answer 500, "
+        "and behind a load balancer the address is the balancer's).",
+        _env.parse_optional_int,
+    )
+    ejection_time: float = _setting(
+        10.0,
+        "Seconds an address stays ejected the first time; each further ejection without a "
+        "success in between adds as much again, up to max_ejection_time. When it ends, one "
+        "call probes the address.",
+        _env.parse_float,
+    )
+    max_ejection_time: float = _setting(
+        60.0,
+        "Longest ejection, seconds: how late a recovered upstream may be noticed.",
+        _env.parse_float,
+    )
+    max_pending: int | None = _setting(
+        None,
+        "Calls that may wait for a connection to one upstream at once (per worker); one more "
+        "fails at once with PoolOverloaded instead of waiting pool_timeout. None: no cap (the "
+        "derived pool_maxsize gives every thread a connection, so calls wait only under a "
+        "fleet budget or a pool_maxsize set below the concurrency).",
+        _env.parse_optional_int,
+    )
+    mesh: bool = _setting(
+        False,
+        "Calls go through a service mesh's sidecar (Envoy, Istio, linkerd), which balances "
+        "and retries them: no status retries of our own, each try tells the sidecar the time "
+        "left as x-envoy-upstream-rq-timeout-ms, and no fleet budget (the mesh limits "
+        "connections per host). Egress policy, size caps, isolation and metrics stay.",
+        _env.parse_bool,
+    )
     retries: int = _setting(
         2,
         "Retries after a connect failure (nothing was sent, any method) or a retry_statuses "
@@ -255,8 +330,8 @@ class PoolConfig:
     )
     deadline_headers: tuple[str, ...] = _setting(
         (DEADLINE_HEADER, "X-Envoy-Expected-Rq-Timeout-Ms"),
-        "Incoming request headers carrying the caller's remaining budget in milliseconds "
-        "(the first valid one counts); outbound calls never outlive it. A budget only ever "
+        "Incoming request headers carrying the caller's remaining budget in milliseconds, "
+        "or its end as an ISO-8601 instant with a time zone (the first valid one counts); outbound calls never outlive it. A budget only ever "
         "shortens the deadline. Empty: ignore them.",
         _env.parse_names,
     )
@@ -282,7 +357,8 @@ class PoolConfig:
     upstreams: Mapping[str, UpstreamSettings] = _setting(
         {},
         "Per-upstream settings that win over these: deadline, connect_timeout, read_timeout, "
-        "retries, max_response_bytes, propagate, ca_bundle, by origin (environment: JSON, "
+        "retries, max_response_bytes, propagate, ca_bundle, idle_timeout, max_connection_age, "
+        "by origin (environment: JSON, "
         '\'{"https://search.internal": {"deadline": 2.5, "propagate": true}}\').',
         _env.parse_upstreams,
     )
@@ -380,10 +456,23 @@ class PoolConfig:
             "http_cache_bytes",
             "http_cache_entry_bytes",
             "max_redirects",
+            "max_requests_per_connection",
+            "eject_after_failures",
+            "eject_after_5xx",
+            "max_pending",
         ):
             _checks.count(name, getattr(self, name))
         _checks.whole("retries", self.retries)
-        for name in ("pool_timeout", "connect_timeout", "read_timeout", "deadline", "idle_timeout"):
+        for name in (
+            "pool_timeout",
+            "connect_timeout",
+            "read_timeout",
+            "deadline",
+            "idle_timeout",
+            "max_connection_age",
+            "ejection_time",
+            "max_ejection_time",
+        ):
             _checks.seconds(name, getattr(self, name))
         for name in ("backoff_factor", "backoff_max", "retry_budget_min_per_second"):
             _checks.seconds(name, getattr(self, name), zero=True)
@@ -397,8 +486,19 @@ class PoolConfig:
             "allow_unverified",
             "egress_deny_private",
             "prometheus",
+            "mesh",
         ):
             _checks.boolean(name, getattr(self, name))
+        if self.mesh and self.fleet_connections is not None:
+            raise ConfigError(
+                f"fleet_connections: {self.fleet_connections!r} is not used with mesh=True (the "
+                f"mesh limits connections per host); unset one of them"
+            )
+        if self.max_ejection_time < self.ejection_time:
+            raise ConfigError(
+                f"max_ejection_time: {self.max_ejection_time!r} is below ejection_time="
+                f"{self.ejection_time!r}; raise it or lower ejection_time"
+            )
         _checks.path("metrics_path", self.metrics_path)
         _checks.ca_bundle("ca_bundle", self.ca_bundle)
         canonical = {
@@ -431,13 +531,24 @@ class PoolConfig:
             max_response_bytes=_first(override.max_response_bytes, self.max_response_bytes),
             propagate=_first(override.propagate, self.propagate),
             ca_bundle=_first(override.ca_bundle, self.ca_bundle),
+            idle_timeout=_first(override.idle_timeout, self.idle_timeout),
+            max_connection_age=_first(override.max_connection_age, self.max_connection_age),
         )
 
     def pool_shape(self) -> tuple[object, ...]:
-        """The values of :data:`POOL_FIELDS`: configs equal in these share one set of pools."""
-        return tuple(
-            tuple(sorted(value.items())) if isinstance(value, Mapping) else value
-            for value in (getattr(self, name) for name in POOL_FIELDS)
+        """The values of :data:`POOL_FIELDS` and the upstreams' connection lifetimes: configs
+        equal in these share one set of pools."""
+        lifetimes = tuple(
+            (origin, settings.idle_timeout, settings.max_connection_age)
+            for origin, settings in sorted(self.upstreams.items())
+            if settings.idle_timeout is not None or settings.max_connection_age is not None
+        )
+        return (
+            *(
+                tuple(sorted(value.items())) if isinstance(value, Mapping) else value
+                for value in (getattr(self, name) for name in POOL_FIELDS)
+            ),
+            lifetimes,
         )
 
     def completed_by(self, server: ServerReport | None) -> PoolConfig:

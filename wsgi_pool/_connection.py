@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
+import math
 import os
 import socket
 import time
@@ -41,6 +43,10 @@ from ._egress import EgressPolicy
 from ._fast import seams
 from ._fast.head import FastHead
 from ._fast.request import OneSend
+from ._outliers import Outliers
+from ._stats import Counters
+
+logger = logging.getLogger("wsgi_pool")
 
 if TYPE_CHECKING:
     _Base = HTTPConnection  # what the mixin below is mixed into
@@ -114,7 +120,15 @@ class Pooled(_Base):
     wp_lease: int = 0  # how many times it was taken from the pool (a dropped response names one)
     wp_socket: socket.socket | None = None  # the OS socket it carries, for the watchdog to cut
     wp_unread: bool = False  # its response may be dropped with the body unread (see _pool)
-    egress: EgressPolicy | None = None  # set per process by connection_classes, as is `made`
+    wp_address: str | None = None  # the address its socket reached
+    wp_retire_at: float = math.inf  # when it is too old to be kept (max_connection_age)
+    wp_requests: int = 0  # requests sent on its socket
+    wp_idle_limit: float = math.inf  # the server's keep-alive hint, less a margin
+    wp_stats: Counters  # its upstream's counters (set by the pool that makes it)
+    egress: EgressPolicy | None = (
+        None  # set per process by connection_classes, as are the two below
+    )
+    outliers: Outliers | None = None
     made: weakref.WeakSet[Any]
     response_class = Response
 
@@ -125,7 +139,10 @@ class Pooled(_Base):
     def _new_conn(self) -> socket.socket:
         conn: Any = self  # urllib3's own attributes
         host = conn._dns_host
-        *earlier, last = self._addresses(host)
+        addresses = self._addresses(host)
+        if self.outliers is not None:
+            addresses = self.outliers.admit(host, self.port, addresses)
+        *earlier, last = addresses
         timeout = self.timeout
         try:
             for index, address in enumerate(earlier):
@@ -134,21 +151,61 @@ class Pooled(_Base):
                 self.timeout = _share(timeout, len(earlier) + 1 - index)
                 try:
                     sock: socket.socket = super()._new_conn()
-                except (ConnectTimeoutError, NewConnectionError):
+                except (ConnectTimeoutError, NewConnectionError) as exc:
+                    self._failed(address, exc)
                     if _spent():
                         raise
                     continue
                 sock.settimeout(timeout)
-                self.wp_socket = sock
-                return sock
+                return self._connected(sock, address)
             conn._dns_host = last
             # The last address: all the deadline leaves (the earlier ones took their shares).
             self.timeout = _share(timeout, 1) if earlier else timeout
-            sock = self.wp_socket = super()._new_conn()
-            return sock
+            try:
+                sock = super()._new_conn()
+            except (ConnectTimeoutError, NewConnectionError) as exc:
+                self._failed(last, exc)
+                raise
+            return self._connected(sock, last)
         finally:
             conn._dns_host = host
             self.timeout = timeout
+
+    def _connected(self, sock: socket.socket, address: str) -> socket.socket:
+        if self.outliers is not None:
+            self.outliers.connected(address, self.port)
+        self.wp_socket = sock
+        self.wp_address = address
+        return sock
+
+    def _failed(self, address: str, error: Exception) -> None:
+        """A connect to ``address`` failed: counted against it unless the deadline cut it short."""
+        given = self.timeout
+        if (
+            self.outliers is None
+            or _spent()
+            or (
+                isinstance(error, ConnectTimeoutError)
+                and isinstance(given, int | float)
+                and given < SHARE_FLOOR
+            )
+        ):
+            return
+        ejected = self.outliers.connect_failed(address, self.port)
+        if ejected is not None:
+            self.ejected(address, ejected, "failed connects")
+
+    def ejected(self, address: str, seconds: float, why: str) -> None:
+        """``address`` was ejected for ``seconds``: counted and logged."""
+        self.wp_stats.add("ejections")
+        logger.warning(
+            "%s:%s ejected for %g s after %s (host %s): new connections skip it",
+            address,
+            self.port,
+            seconds,
+            why,
+            self.host,
+        )
 
     def connect(self) -> None:
         super().connect()
@@ -201,11 +258,11 @@ class TLSConnection(Pooled, OneSend, HTTPSConnection):
 
 
 def connection_classes(
-    egress: EgressPolicy | None, made: weakref.WeakSet[Any]
+    egress: EgressPolicy | None, made: weakref.WeakSet[Any], outliers: Outliers | None = None
 ) -> tuple[type[Connection], type[TLSConnection]]:
-    """The connection classes of one process's pools, bound to its egress policy; each
-    connection they make is added to ``made``."""
-    settings = {"egress": egress, "made": made}
+    """The connection classes of one process's pools, bound to its egress policy and ejected
+    addresses; each connection they make is added to ``made``."""
+    settings = {"egress": egress, "made": made, "outliers": outliers}
     plain = type("HTTPConnection", (Connection,), settings)
     tls = type("HTTPSConnection", (TLSConnection,), settings)
     return plain, tls

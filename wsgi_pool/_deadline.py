@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -147,8 +149,11 @@ def incoming_budget(environ: Mapping[str, Any], headers: tuple[str, ...]) -> flo
     """When the incoming request's budget ends (``time.monotonic()``), from the first valid header.
 
     ``headers`` names the budget headers, first match wins. A budget is whole milliseconds,
-    1 to one hour, as Envoy's ``x-envoy-expected-rq-timeout-ms``. Anything else is ignored: a
-    budget only ever shortens the deadline of outbound calls, so a caller cannot lengthen them.
+    1 to one hour, as Envoy's ``x-envoy-expected-rq-timeout-ms``, or an ISO-8601 instant with
+    its time zone, at most an hour ahead, as talisker sends ``X-Request-Deadline`` (an instant
+    already past leaves no time; it relies on the two hosts' clocks agreeing). Anything else
+    is ignored: a budget only ever shortens the deadline of outbound calls, so a caller cannot
+    lengthen them.
     """
     for name in headers:
         value = environ.get(environ_key(name))
@@ -157,7 +162,34 @@ def incoming_budget(environ: Mapping[str, Any], headers: tuple[str, ...]) -> flo
         text = value.strip()
         if len(text) <= 8 and text.isascii() and text.isdigit() and 0 < int(text) <= MAX_BUDGET_MS:
             return time.monotonic() + int(text) / 1000
+        left = _until_instant(text)
+        if left is not None:
+            return time.monotonic() + left
     return None
+
+
+_INSTANT: Final = re.compile(
+    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?(Z|z|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _until_instant(text: str) -> float | None:
+    """Seconds from now to the ISO-8601 instant ``text`` (at least 0), or None if it is not one
+    (no time zone, not a date, more than an hour ahead)."""
+    match = _INSTANT.fullmatch(text)
+    if match is None:
+        return None
+    stamp, fraction, zone = match.groups()
+    fraction = (fraction or "").ljust(6, "0")
+    zone = "+00:00" if zone in {"Z", "z"} else zone
+    try:
+        instant = datetime.datetime.fromisoformat(f"{stamp}.{fraction}{zone}")
+    except ValueError:  # a month 13, an hour 25
+        return None
+    left = instant.timestamp() - time.time()
+    if left > MAX_BUDGET_MS / 1000:
+        return None
+    return max(left, 0.0)
 
 
 # -- one try's timeouts -------------------------------------------------------------------------

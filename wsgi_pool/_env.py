@@ -52,6 +52,10 @@ def parse_optional_int(text: str) -> int | None:
     return None if text.strip().lower() == "none" else int(text.strip())
 
 
+def parse_optional_float(text: str) -> float | None:
+    return None if text.strip().lower() == "none" else float(text.strip())
+
+
 def parse_statuses(text: str) -> frozenset[int]:
     return frozenset(int(part) for part in text.split(",") if part.strip())
 

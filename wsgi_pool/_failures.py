@@ -6,12 +6,14 @@ catches, and names the upstream (``scheme://host:port``)::
     UpstreamError                     requests.RequestException
     ├── UpstreamTimeout               requests.Timeout
     │   ├── PoolTimeout               no pooled connection became free in time
+    │   │   └── PoolOverloaded        max_pending calls already waited: shed at once
     │   ├── DeadlineExceeded          the call's total deadline passed
     │   ├── UpstreamConnectTimeout    requests.ConnectTimeout
     │   └── UpstreamReadTimeout       requests.ReadTimeout: no byte for read_timeout (headers or body)
     ├── UpstreamConnectionError       requests.ConnectionError
     │   ├── UpstreamUnreachable       no connection: name resolution, routing
-    │   │   └── UpstreamRefused       the port refused the connection
+    │   │   ├── UpstreamRefused       the port refused the connection
+    │   │   └── UpstreamEjected       every address kept failing and is ejected: failed at once
     │   ├── UpstreamReset             closed or reset before the response was complete (also a
     │   │                             requests.ChunkedEncodingError, as requests raises mid-body)
     │   ├── UpstreamProtocolError     not valid HTTP/1.1 (also a requests.ChunkedEncodingError)
@@ -69,6 +71,27 @@ class PoolTimeout(UpstreamTimeout):
 
 
 @public
+class PoolOverloaded(PoolTimeout):
+    """``max_pending`` calls already wait for a connection to the upstream: this one failed at
+    once (load shedding) instead of queueing behind them. Nothing was sent."""
+
+    def __init__(
+        self, upstream: str, max_pending: int, pool_maxsize: int, request: Any = None
+    ) -> None:
+        self.max_pending = max_pending
+        self.pool_maxsize = pool_maxsize
+        self.waited = 0.0
+        UpstreamTimeout.__init__(
+            self,
+            f"shed: max_pending={max_pending} calls already wait for one of its "
+            f"pool_maxsize={pool_maxsize} connections (the upstream is slow or the pool too "
+            f"small: raise max_pending or pool_maxsize, or lower the load)",
+            upstream=upstream,
+            request=request,
+        )
+
+
+@public
 class DeadlineExceeded(UpstreamTimeout):
     """The call's total deadline passed: waiting, connecting, retrying or reading included."""
 
@@ -104,6 +127,27 @@ class UpstreamUnreachable(UpstreamConnectionError):
 @public
 class UpstreamRefused(UpstreamUnreachable):
     """The upstream's port refused the connection: nothing listens there."""
+
+
+@public
+class UpstreamEjected(UpstreamUnreachable):
+    """Every address of the upstream's host failed repeatedly and is ejected (outlier
+    ejection): the call failed at once, nothing was sent. It is probed again when the first
+    ejection ends (``retry_in``, seconds); ``addresses`` lists each with its time left."""
+
+    def __init__(
+        self, upstream: str, host: str, ejected: list[tuple[str, float]], request: Any = None
+    ) -> None:
+        self.host = host
+        self.addresses = tuple(ejected)
+        self.retry_in = min((left for _, left in ejected), default=0.0)
+        listed = ", ".join(f"{address} for {left:.1f} s" for address, left in ejected)
+        super().__init__(
+            f"every address of {host!r} is ejected after repeated failures ({listed}): failing "
+            f"at once until a probe succeeds (eject_after_failures, ejection_time)",
+            upstream=upstream,
+            request=request,
+        )
 
 
 @public

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import collections
 import gc
+import math
+import random
 import threading
 import time
 import weakref
@@ -41,6 +43,7 @@ from ._egress import EgressPolicy
 from ._fast import seams
 from ._fast.exchange import Exchange
 from ._origins import pool_origin
+from ._outliers import Outliers
 from ._stats import Counters, Registry
 
 if TYPE_CHECKING:
@@ -58,6 +61,18 @@ class DeadlineWhileWaiting(EmptyPoolError):
     """The deadline, not ``pool_timeout``, ended the wait for a free connection."""
 
 
+class Shed(EmptyPoolError):
+    """``max_pending`` calls already wait for a connection to the upstream: this one does not."""
+
+
+AGE_JITTER: Final = 0.1
+"""Each connection's ``max_connection_age`` is shortened by up to this fraction, at random."""
+
+KEEP_ALIVE_MARGIN: Final = 1.0
+"""Seconds a connection is given up before the idle timeout its server announces
+(``Keep-Alive: timeout=N``), at most half of it: the server's clock starts before ours."""
+
+
 class Slots:
     """The connections one upstream may have in use in one process's pools (``pool_maxsize``).
 
@@ -66,11 +81,12 @@ class Slots:
     changed only under ``_lock``; the semaphore is its own.
     """
 
-    __slots__ = ("__weakref__", "_free", "_lock", "in_use", "size", "unread")
+    __slots__ = ("__weakref__", "_free", "_lock", "in_use", "size", "unread", "waiting")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.in_use = 0
+        self.waiting = 0  # calls waiting for a slot
         self.unread = 0  # of those in use: responses that may be dropped with the body unread
         self._free = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
@@ -82,6 +98,18 @@ class Slots:
             with self._lock:
                 self.in_use += 1
         return got
+
+    def wait_begins(self, limit: int | None) -> bool:
+        """One more call waits for a slot, unless ``limit`` calls already do (False)."""
+        with self._lock:
+            if limit is not None and self.waiting >= limit:
+                return False
+            self.waiting += 1
+            return True
+
+    def wait_ends(self) -> None:
+        with self._lock:
+            self.waiting -= 1
 
     def note_unread(self, change: int) -> None:
         with self._lock:
@@ -104,6 +132,11 @@ class HTTPPool(Exchange, HTTPConnectionPool):
     wp_connection_class: type[Any]  # set per process by pool_classes, as are the five below
     pool_wait: float = 0.0
     idle_timeout: float = 0.0
+    max_age: float | None = None
+    max_requests: int | None = None
+    max_pending: int | None = None
+    lifetime_for: Callable[[str], tuple[float, float | None]]
+    outliers: Outliers | None = None
     registry: Registry
     slots_for: Callable[[str], Slots]
     stats: Counters
@@ -114,6 +147,12 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         origin = pool_origin(self.scheme, self.host, self.port)
         self.stats = self.registry.for_upstream(origin)
         self.slots = type(self).slots_for(origin) if self.block else None
+        self.idle_timeout, self.max_age = type(self).lifetime_for(origin)
+
+    def _new_conn(self) -> BaseHTTPConnection:
+        conn = super()._new_conn()
+        conn.wp_stats = self.stats  # type: ignore[attr-defined]  # its ejections are counted there
+        return conn
 
     @property
     def ConnectionCls(self) -> Any:  # type: ignore[override]  # urllib3's is a class attribute
@@ -144,17 +183,31 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             conn.wp_lease = getattr(conn, "wp_lease", 0) + 1  # type: ignore[attr-defined]
         if getattr(conn, "sock", None) is not None:
             attempt = _attempt.current()
+            now = time.monotonic()
             if attempt is not None and attempt.fresh:
                 conn.close()  # a replay: never on a connection older than the failed try
-            elif time.monotonic() - getattr(conn, "wp_idle_since", 0.0) > self.idle_timeout:
+            elif now - getattr(conn, "wp_idle_since", 0.0) > min(
+                self.idle_timeout, getattr(conn, "wp_idle_limit", math.inf)
+            ):
                 conn.close()  # idle too long: the server may be closing it right now
                 self.stats.add("idle_expired")
+            elif now > getattr(conn, "wp_retire_at", math.inf):
+                conn.close()  # too old (it aged while idle): a new one, perhaps elsewhere
+                self.stats.add("retired")
+            elif self.outliers is not None and self.outliers.ejected(
+                getattr(conn, "wp_address", None), conn.port
+            ):
+                conn.close()  # its address is ejected: a new one, elsewhere or failing at once
+                self.stats.add("discarded")
         # Kept: open before this call took it (a tunnel through a proxy opens after this).
         conn.wp_kept = getattr(conn, "sock", None) is not None  # type: ignore[attr-defined]
         return conn
 
     def _wait_for_slot(self, slots: Slots, wait: float, *, short: bool) -> None:
         stats = self.stats
+        if not slots.wait_begins(self.max_pending):
+            stats.add("shed")
+            raise Shed(self, "Too many calls wait for a connection (max_pending).")
         stats.add("waiting")
         started = time.monotonic()
         got = False
@@ -173,6 +226,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                     break
                 got = slots.take(min(left, WAIT_SLICE))
         finally:
+            slots.wait_ends()
             stats.add("waiting", -1)
             stats.waited(time.monotonic() - started, got=got)
         if not got:
@@ -193,15 +247,26 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 _read(conn, slots)
         if conn is not None:
             _deadline.watchdog().disarm(conn)
-            conn.wp_idle_since = time.monotonic()
+            conn.wp_idle_since = now = time.monotonic()
             sent = getattr(conn, "wp_sent", False)
             conn.wp_sent = False
+            if getattr(conn, "sock", None) is not None and self._retired(conn, now):
+                conn.close()  # past its age or its requests: closed now, between calls
+                self.stats.add("retired")
+                sent = False
             if sent and (
                 getattr(conn, "sock", None) is None
                 or (not self.block and self.pool is not None and self.pool.full())
             ):
                 self.stats.add("discarded")  # closed after use, or no room to keep it
         super()._put_conn(conn)
+
+    def _retired(self, conn: Any, now: float) -> bool:
+        """Whether ``conn`` is past ``max_connection_age`` or ``max_requests_per_connection``."""
+        if now > getattr(conn, "wp_retire_at", math.inf):
+            return True
+        limit = self.max_requests
+        return limit is not None and getattr(conn, "wp_requests", 0) >= limit
 
     def _prepare_proxy(self, conn: Any) -> None:
         # urlopen connects through a proxy's tunnel (CONNECT, the proxy's TLS, the upstream's)
@@ -243,6 +308,25 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 self.stats.add("discarded")
             conn.wp_sent = False
             raise
+        if reused:
+            conn.wp_requests = getattr(conn, "wp_requests", 0) + 1
+        else:  # a new socket: its age and its server's keep-alive hint start afresh
+            conn.wp_requests = 1
+            age = self.max_age
+            conn.wp_retire_at = (
+                math.inf
+                if age is None
+                else time.monotonic() + age * (1 - AGE_JITTER * random.random())  # noqa: S311  (jitter)
+            )
+            conn.wp_idle_limit = math.inf
+        hint = response.headers.get("keep-alive")
+        if hint is not None:
+            conn.wp_idle_limit = keep_alive_limit(hint)
+        if self.outliers is not None and self.outliers.answers is not None:
+            address = getattr(conn, "wp_address", None)
+            ejected = self.outliers.answered(address, conn.port, response.status)
+            if ejected is not None:
+                conn.ejected(address, ejected, "5xx answers")
         if attempt is not None:
             attempt.answered = True
             if attempt.unread and self.slots is not None:
@@ -258,6 +342,19 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         return response
 
 
+def keep_alive_limit(hint: str) -> float:
+    """Seconds a connection may idle after an answer with ``Keep-Alive: hint``: the server's
+    ``timeout=N`` less :data:`KEEP_ALIVE_MARGIN` (at most half of N); no limit without one."""
+    for part in hint.split(","):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "timeout":
+            text = value.strip()
+            if text.isascii() and text.isdigit():
+                seconds = int(text)
+                return max(seconds - KEEP_ALIVE_MARGIN, seconds / 2)
+    return math.inf
+
+
 # Responses freed with their body unread: (pool, its slots, connection, lease). A finalizer
 # only appends here (it may run in any thread, the watchdog's included, inside any lock); the
 # connections are released by the next thread that takes one from a pool, outside every lock.
@@ -268,7 +365,7 @@ _dropped_pending: collections.deque[_Dropped] = collections.deque()
 
 
 def _note_dropped(dropped: _Dropped) -> None:
-    """A response's finalizer: its connection is queued, and counted for the collection that
+    """A response's finalizer: its connection queued, and counted for the collection that
     freed it, whichever thread then releases the connection."""
     _dropped_pending.append(dropped)
     _collect.freed += 1
@@ -331,8 +428,8 @@ def _collect_for_dropped(left: float) -> bool:
     freed = _collect.freed
     gc.collect()
     _collect.took = time.monotonic() - now
-    # Fruitful if it freed a dropped response, even one another waiter released first (its
-    # finalizer's Python code lets other threads run before this one releases it).
+    # Fruitful if it freed a dropped response, even one another waiter released first: a
+    # finalizer runs Python code, which lets other threads in before this one releases it.
     if release_dropped() > 0 or _collect.freed != freed:
         _collect.backoff = COLLECT_EVERY
         _collect.next = 0.0
@@ -357,25 +454,32 @@ class _Collections:
 _collect = _Collections()
 
 
-class HTTPSPool(HTTPPool, HTTPSConnectionPool):  # type: ignore[override]  # ConnectionCls: above
+class HTTPSPool(HTTPPool, HTTPSConnectionPool):  # type: ignore[override, misc]  # ConnectionCls, _new_conn: above
     pass
 
 
 def pool_classes(
     *,
     wait: float,
-    idle_timeout: float,
+    lifetime_for: Callable[[str], tuple[float, float | None]],
+    max_requests: int | None,
+    max_pending: int | None,
     egress: EgressPolicy | None,
+    outliers: Outliers | None,
     registry: Registry,
     slots_for: Callable[[str], Slots],
     made: weakref.WeakSet[Any],
 ) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes bound to one process's settings, egress policy, stats and
+    """urllib3 pool classes bound to one process's settings (``lifetime_for`` gives an
+    upstream's idle timeout and connection age), egress policy, ejected addresses, stats and
     slots; the connections they make are added to ``made``."""
-    plain, tls = connection_classes(egress, made)
+    plain, tls = connection_classes(egress, made, outliers)
     settings = {
         "pool_wait": wait,
-        "idle_timeout": idle_timeout,
+        "lifetime_for": staticmethod(lifetime_for),
+        "max_requests": max_requests,
+        "max_pending": max_pending,
+        "outliers": outliers,
         "registry": registry,
         "slots_for": staticmethod(slots_for),
     }

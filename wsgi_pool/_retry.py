@@ -2,8 +2,8 @@
 
 One :class:`Retries` per call, a small state machine over its tries. Each try ends one way:
 
-- **an answer** whose status is in ``retry_statuses``: sent again after ``Retry-After`` or a
-  backoff, if the request may be sent twice (:func:`replay_safe`: an idempotent method or an
+- **an answer** whose status is in ``retry_statuses`` (but not one an overloaded Envoy made):
+  sent again after ``Retry-After`` or a backoff, if the request may be sent twice (:func:`replay_safe`: an idempotent method or an
   ``Idempotency-Key``) and its body can be sent again;
 - **no connection** (refused, unreachable, a connect timeout): nothing was sent, so any
   method is tried again, after a backoff;
@@ -34,6 +34,9 @@ from ._translate import stale
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 """Methods that may be sent twice (RFC 9110, 9.2.2); others need an ``Idempotency-Key`` header."""
+
+OVERLOADED: Final = "x-envoy-overloaded"
+"""The header an Envoy sets on an answer it made because it is overloaded: never retried."""
 
 RETRY_BUDGET_WINDOW: Final = 10
 """Seconds of traffic a retry budget looks back on."""
@@ -171,8 +174,15 @@ class Retries:
         return True
 
     def wants_status_retry(self, response: requests.Response) -> bool:
-        """Whether an answer's status asks for a retry, and the request may be sent again."""
-        return self.safe and response.status_code in self.statuses
+        """Whether an answer's status asks for a retry, and the request may be sent again.
+
+        Never an answer an Envoy marked ``x-envoy-overloaded``: the mesh shed it, and a retry
+        would add to the load it sheds."""
+        return (
+            self.safe
+            and response.status_code in self.statuses
+            and OVERLOADED not in response.headers
+        )
 
     def delay(self, response: requests.Response) -> float:
         """How long to wait before retrying an answer: its ``Retry-After``, else a backoff."""

@@ -62,6 +62,12 @@ class UpstreamSnapshot:
     """Connections closed because they sat idle past ``idle_timeout``."""
     discarded: int = 0
     """Connections closed after use instead of kept: an error, the upstream closing, a full pool."""
+    retired: int = 0
+    """Connections closed between calls past ``max_connection_age`` or ``max_requests_per_connection``."""
+    ejections: int = 0
+    """Times an address of the upstream was ejected (failed connects, or 5xx answers if set)."""
+    shed: int = 0
+    """Calls failed at once because ``max_pending`` calls already waited (``PoolOverloaded``)."""
     waits: int = 0
     """Times a call found no free connection and waited for one."""
     wait_seconds: float = 0.0
@@ -105,15 +111,18 @@ class Counters:
         "buckets",
         "calls",
         "discarded",
+        "ejections",
         "errors",
         "idle_expired",
         "lock",
         "opened",
         "replays",
+        "retired",
         "retries",
         "retries_denied",
         "reused",
         "seconds",
+        "shed",
         "sinks",
         "upstream",
         "wait_seconds",
@@ -129,7 +138,7 @@ class Counters:
         self.lock = threading.Lock()
         self.calls = self.opened = self.reused = self.idle_expired = self.discarded = 0
         self.waits = self.wait_timeouts = self.retries = self.retries_denied = self.replays = 0
-        self.waiting = 0
+        self.waiting = self.retired = self.ejections = self.shed = 0
         self.warned: dict[str, tuple[float, int]] = {}  # per warning: when last logged, held back
         self.wait_seconds = self.seconds = 0.0
         self.errors: dict[str, int] = {}
@@ -206,6 +215,9 @@ class Counters:
                 reused=self.reused,
                 idle_expired=self.idle_expired,
                 discarded=self.discarded,
+                retired=self.retired,
+                ejections=self.ejections,
+                shed=self.shed,
                 waits=self.waits,
                 wait_seconds=self.wait_seconds,
                 wait_timeouts=self.wait_timeouts,

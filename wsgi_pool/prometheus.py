@@ -30,10 +30,10 @@ Steps:
 The metrics (all labelled ``upstream``): ``wsgi_pool_call_duration_seconds`` (histogram,
 until the response's head), ``wsgi_pool_connections_opened_total``,
 ``wsgi_pool_connections_reused_total``, ``wsgi_pool_connections_closed_total`` (``reason``:
-``idle_expired``, ``discarded``), ``wsgi_pool_pool_waits_total``,
+``idle_expired``, ``discarded``, ``retired``: past their age), ``wsgi_pool_pool_waits_total``,
 ``wsgi_pool_pool_wait_seconds_total``, ``wsgi_pool_pool_wait_timeouts_total``,
 ``wsgi_pool_retries_total``, ``wsgi_pool_retries_denied_total``, ``wsgi_pool_replays_total``,
-``wsgi_pool_errors_total`` (``kind``), and the gauges ``wsgi_pool_connections`` (``state``:
+``wsgi_pool_ejections_total``, ``wsgi_pool_calls_shed_total``, ``wsgi_pool_errors_total`` (``kind``), and the gauges ``wsgi_pool_connections`` (``state``:
 ``in_use``, ``idle``) and ``wsgi_pool_calls_waiting``.
 """
 
@@ -75,8 +75,13 @@ _COUNTERS: Final = {
     "retries": ("retries", "Retries made (a status, or a connection that could not be made)."),
     "retries_denied": ("retries_denied", "Retries the retry budget refused."),
     "replays": ("replays", "Requests sent again after a reused connection turned out closed."),
+    "ejections": (
+        "ejections",
+        "Times an address of the upstream was ejected after failing (outlier ejection).",
+    ),
+    "shed": ("calls_shed", "Calls failed at once because max_pending calls already waited."),
 }
-_CLOSED: Final = {"idle_expired", "discarded"}
+_CLOSED: Final = {"idle_expired", "discarded", "retired"}
 
 
 class _Metrics:
@@ -97,7 +102,8 @@ class _Metrics:
         }
         self.closed = Counter(
             "wsgi_pool_connections_closed",
-            "Connections closed by the pools: idle past idle_timeout, or discarded after use.",
+            "Connections closed by the pools: idle past idle_timeout, discarded after use, or "
+            "retired past max_connection_age.",
             ["upstream", "reason"],
         )
         self.errors = Counter(
