@@ -284,6 +284,22 @@ def test_from_env_reads_every_field_by_its_name() -> None:
     }  # fmt: skip
 
 
+def test_kubernetes_service_variables_are_not_settings() -> None:
+    """A Service named wsgi-pool gives every pod these; they are skipped, not refused."""
+    environ = {
+        "WSGI_POOL_SERVICE_HOST": "10.96.0.12",
+        "WSGI_POOL_SERVICE_PORT": "8000",
+        "WSGI_POOL_SERVICE_PORT_HTTP": "8000",
+        "WSGI_POOL_PORT": "tcp://10.96.0.12:8000",
+        "WSGI_POOL_PORT_8000_TCP": "tcp://10.96.0.12:8000",
+        "WSGI_POOL_PORT_8000_TCP_PROTO": "tcp",
+        "WSGI_POOL_PORT_8000_TCP_PORT": "8000",
+        "WSGI_POOL_PORT_8000_TCP_ADDR": "10.96.0.12",
+        "WSGI_POOL_READ_TIMEOUT": "3",
+    }
+    assert PoolConfig.from_env(environ) == PoolConfig(read_timeout=3.0)
+
+
 def test_from_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without an argument, from_env reads os.environ."""
     monkeypatch.setenv("WSGI_POOL_READ_TIMEOUT", "9")
@@ -295,9 +311,19 @@ def test_from_env_defaults_to_the_process_environment(monkeypatch: pytest.Monkey
     ("environ", "message"),
     [
         pytest.param(
-            {"WSGI_POOL_MAXSIZE": "4"},
-            "WSGI_POOL_MAXSIZE: unknown setting (known: WSGI_POOL_WORKER_CLASS",
+            {"WSGI_POOL_COLOUR": "blue"},
+            "WSGI_POOL_COLOUR: unknown setting (known: WSGI_POOL_WORKER_CLASS",
+            id="unknown",
+        ),
+        pytest.param(
+            {"WSGI_POOL_POOL_MAXSIZ": "4"},
+            "WSGI_POOL_POOL_MAXSIZ: unknown setting (did you mean WSGI_POOL_POOL_MAXSIZE? known:",
             id="typo",
+        ),
+        pytest.param(
+            {"WSGI_POOL_READ_TIMOUT": "4"},
+            "WSGI_POOL_READ_TIMOUT: unknown setting (did you mean WSGI_POOL_READ_TIMEOUT? known:",
+            id="typo in a word",
         ),
         pytest.param(
             {"WSGI_POOL_POOL_MAXSIZE": "four"},

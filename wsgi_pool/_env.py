@@ -3,12 +3,16 @@
 Each field names its own parser (the functions below) next to its documentation in
 ``_config``; this module turns the text of each variable into a value, and refuses a
 variable it does not know or a value it cannot read with a :class:`ConfigError` that names
-the variable, the value and the fix. Nothing here knows the fields themselves.
+the variable, the value and the fix (the closest known name, for a misspelled one). The
+variables Kubernetes sets for a Service named ``wsgi-pool`` are not settings, and are
+skipped. Nothing here knows the fields themselves.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -16,6 +20,12 @@ from ._errors import ConfigError
 
 ENV_PREFIX: Final = "WSGI_POOL_"
 """Every setting ``name`` is read from the environment variable ``WSGI_POOL_<NAME>``."""
+
+SERVICE_LINK: Final = re.compile(
+    r"SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?"
+)
+"""What follows the prefix in the variables Kubernetes gives every pod for a Service named
+``wsgi-pool`` (``WSGI_POOL_SERVICE_HOST``, ``WSGI_POOL_PORT_8000_TCP``...): not settings, ignored."""
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -91,13 +101,15 @@ def read(environ: Mapping[str, str], parsers: Mapping[str, Parser]) -> dict[str,
     """
     values: dict[str, Any] = {}
     for key, text in environ.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or SERVICE_LINK.fullmatch(key[len(ENV_PREFIX) :]):
             continue
         name = key[len(ENV_PREFIX) :].lower()
         parse = parsers.get(name)
         if parse is None:
-            known = ", ".join(ENV_PREFIX + known.upper() for known in parsers)
-            raise ConfigError(f"{key}: unknown setting (known: {known})")
+            names = [ENV_PREFIX + known.upper() for known in parsers]
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{key}: unknown setting ({hint}known: {', '.join(names)})")
         try:
             values[name] = parse(text)
         except ValueError as exc:
