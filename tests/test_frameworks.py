@@ -264,3 +264,21 @@ def test_the_old_app_config_name_still_works_and_warns() -> None:
     assert old is wsgi_pool.django.WsgiPoolAppConfig
     with pytest.raises(AttributeError):
         wsgi_pool.django.NoSuchName  # noqa: B018
+
+
+def test_django_answers_the_metrics_path(upstream: Upstream) -> None:
+    """WSGI_POOL's metrics_path is answered by the Django middleware too, with this worker's
+    metrics; other paths reach the views."""
+
+    def view(request: Any) -> HttpResponse:
+        return HttpResponse(str(request.http.get(f"{upstream.url}/x").status_code))
+
+    with override_settings(WSGI_POOL={"metrics_path": "/metrics"}):
+        middleware = _middleware(view)
+    assert middleware(RequestFactory().get("/")).content == b"200"
+    metrics = middleware(RequestFactory().get("/metrics"))
+    assert metrics.status_code == 200
+    assert metrics["Content-Type"].startswith("text/plain")
+    assert f'wsgi_pool_connections_opened_total{{upstream="{upstream.url}"}}' in (
+        metrics.content.decode()
+    )

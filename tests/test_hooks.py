@@ -20,13 +20,23 @@ from wsgi_pool._adapter import live_pools
 from wsgi_pool.testing import Upstream
 
 
+class Log:
+    """gunicorn's log, as far as the hooks use it: what it was told at INFO."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def info(self, message: str, *args: object) -> None:
+        self.said.append(message % args)
+
+
 @pytest.fixture
 def worker() -> Iterator[Worker]:
     """A gunicorn Worker for this process, configured as gthread with 6 threads."""
     cfg = Config()
     cfg.set("worker_class", "gthread")
     cfg.set("threads", 6)
-    made = Worker(age=1, ppid=os.getppid(), sockets=[], app=None, timeout=30, cfg=cfg, log=None)
+    made = Worker(age=1, ppid=os.getppid(), sockets=[], app=None, timeout=30, cfg=cfg, log=Log())
     made.pid = os.getpid()
     yield made
     made.tmp.close()
@@ -53,17 +63,31 @@ def test_hooks_have_gunicorns_exact_arity() -> None:
 def test_post_fork_records_concurrency_and_post_worker_init_builds_pools(
     worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """After the hooks, the worker's pools are sized from gunicorn's cfg and the decision is logged once."""
+    """After the hooks, the worker's pools are sized from gunicorn's cfg and the decision is
+    logged once, in gunicorn's own log (shown by default), not in wsgi_pool's."""
     with caplog.at_level(logging.INFO, logger="wsgi_pool"):
         hooks.post_fork(None, worker)
-        hooks.post_worker_init(worker)
         hooks.post_worker_init(worker)
     pools = wsgi_pool.client().pools
     assert pools.sizing.pool_maxsize == 6
     assert pools.config.worker_class == "gthread"
-    lines = [r.getMessage() for r in caplog.records if r.name == "wsgi_pool"]
-    assert lines == [f"pools for pid {os.getpid()}: {pools.sizing.describe()}"]
-    assert "pool_maxsize=6 (gthread worker with 6 threads)" in lines[0]
+    assert [r.getMessage() for r in caplog.records if r.name == "wsgi_pool"] == []
+    assert worker.log.said == [f"wsgi_pool: pools for pid {os.getpid()}: {pools.sizing.describe()}"]
+    assert "pool_maxsize=6 (gthread worker with 6 threads)" in worker.log.said[0]
+
+
+def test_post_worker_init_alone_sizes_the_pools(worker: Worker) -> None:
+    """A post_fork of the user's own replaced ours: post_worker_init records the concurrency."""
+    hooks.post_worker_init(worker)
+    assert wsgi_pool.client().pools.sizing.pool_maxsize == 6
+
+
+def test_pools_built_at_import_are_said_in_gunicorns_log_too(worker: Worker) -> None:
+    hooks.post_fork(None, worker)
+    built = wsgi_pool.client().pools  # a call while the app is imported
+    hooks.post_worker_init(worker)
+    assert wsgi_pool.client().pools is built
+    assert worker.log.said == [f"wsgi_pool: pools for pid {os.getpid()}: {built.sizing.describe()}"]
 
 
 def test_an_explicit_config_is_completed_by_gunicorn_not_by_the_environment(

@@ -17,6 +17,7 @@ from ._errors import (
     ConfigError,
     InsecureRequestRefused,
     MissingClientError,
+    RequestEnded,
     SharedStateError,
     WsgiPoolError,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "PoolSizing",
     "PoolTimeout",
     "RedirectRefused",
+    "RequestEnded",
     "ResponseTooLarge",
     "SharedStateError",
     "TooManyRedirects",

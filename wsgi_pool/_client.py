@@ -30,7 +30,7 @@ from . import _deadline, _process, _redirects
 from ._checks import seconds as check_seconds
 from ._config import PoolConfig
 from ._deadline import Deadline
-from ._errors import SharedStateError
+from ._errors import RequestEnded, SharedStateError
 from ._failures import TooManyRedirects
 from ._fast import seams
 from ._fast import session as fast_session
@@ -66,6 +66,30 @@ def adapter(config: PoolConfig | None = None) -> ProcessAdapter:
 
 def _holds_connection(response: requests.Response) -> bool:
     return getattr(response.raw, "connection", None) is not None
+
+
+def _holds_body(response: requests.Response) -> bool:
+    """Whether the caller has yet to read the body (so reading it later would find nothing)."""
+    return response._content is False and not response._content_consumed
+
+
+class _EndedBody:
+    """A streamed body closed when its request ended: reading it raises, instead of giving
+    ``b""`` under a ``Content-Length`` that promised more."""
+
+    __slots__ = ("_raw", "_why")
+
+    def __init__(self, raw: Any, why: str) -> None:
+        self._raw = raw
+        self._why = why
+
+    def read(self, *args: Any, **kwargs: Any) -> bytes:
+        raise RequestEnded(f"a streamed body read after its request ended: {self._why}")
+
+    stream = read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class DiscardingCookieJar(RequestsCookieJar):
@@ -107,6 +131,7 @@ class Client(requests.Session):
         self.propagation = propagation
         """The incoming request's id and trace context, sent to upstreams allowed to see them."""
         self._streams: list[requests.Response] | None = None
+        self._ended: str | None = None  # why it may not be used: its request ended (end())
         self._headers: CaseInsensitiveDict[Any] | None = None  # made on first use: see headers
         self.auth = None
         self.proxies = {}
@@ -319,6 +344,8 @@ class Client(requests.Session):
         )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if self._ended is not None:
+            raise RequestEnded(self._ended)
         # The request's id and trace context reach the adapter in this thread's context.
         serving = None if self.propagation is None else serve(self.propagation)
         if "proxies" not in kwargs:  # a direct send(): requests would use only self.proxies
@@ -409,8 +436,21 @@ class Client(requests.Session):
         streams, self._streams = self._streams, None
         for response in list(streams or ()):
             response.close()
+            if self._ended is not None and _holds_body(response):
+                response.raw = _EndedBody(response.raw, self._ended)
         for mounted in self.adapters.values():
             mounted.close()
+
+    def end(self) -> None:
+        """The request this client belongs to has ended: it is closed, and any later call, or
+        read of a body it streamed and left unread, raises :class:`RequestEnded`."""
+        request_id = (self.propagation.request_id if self.propagation else None) or "-"
+        self._ended = (
+            f"the request {request_id} this client belonged to has ended: its budget, id and "
+            f"cookies were that request's (use wsgi_pool.client() outside a request, and read "
+            f"a streamed body before returning the response)"
+        )
+        self.close()
 
     def __repr__(self) -> str:
         return f"<wsgi_pool.Client over {self.pools!r}>"

@@ -44,3 +44,10 @@ class SharedStateError(WsgiPoolError, AttributeError):
 @public
 class InsecureRequestRefused(WsgiPoolError, ValueError):
     """A call asked for ``verify=False`` and the config does not allow unverified TLS."""
+
+
+@public
+class RequestEnded(WsgiPoolError, RuntimeError):
+    """A request-scoped client, or a body it streamed, was used after its request ended: its
+    budget, id and cookies were that request's. Use ``wsgi_pool.client()`` outside a request,
+    and read a streamed body before the response is returned."""

@@ -7,7 +7,10 @@
 The arguments are gunicorn's own, read by gunicorn's own parser in gunicorn's order: the
 configuration file (``-c``, else ``./gunicorn.conf.py`` if there is one), then
 ``GUNICORN_CMD_ARGS``, then the command line. ``WSGI_POOL_*`` variables apply on top, as
-they do in a worker. Nothing is started and no app is loaded.
+they do in a worker. Nothing is started and no app is loaded, so settings given in code are
+not seen (it says so). The configuration's hooks are checked: each of wsgi_pool's must be
+there, or called from a hook of the user's own with its name; what a missing or replaced one
+leaves undone is a warning, and the sizing shown is the one the workers will really get.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from . import _integrations
 from ._config import PoolConfig
@@ -38,6 +43,8 @@ class Explanation:
     worker_timeout: float
     config: PoolConfig
     sizing: PoolSizing
+    hooks: tuple[str, ...] = ()
+    """What the configuration's hooks leave undone (each a warning)."""
 
     @property
     def per_upstream(self) -> int:
@@ -74,7 +81,8 @@ class Explanation:
                 origin: {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
                 for origin, settings in self.config.upstreams.items()
             },
-            "warnings": list(sizing.warnings),
+            "warnings": [*self.hooks, *sizing.warnings],
+            "not_seen": NOT_SEEN,
         }
 
 
@@ -116,10 +124,71 @@ def gunicorn_config(argv: Sequence[str]) -> Any:
         return _Settings(usage="wsgi-pool explain [gunicorn arguments]").cfg
 
 
+NOT_SEEN: Final = (
+    "settings given in code (PoolMiddleware(app, config), Flask's or Django's WSGI_POOL) are "
+    "not seen here: no app is loaded; they apply on top of the WSGI_POOL_* variables shown"
+)
+
+_UNDONE: Final = {
+    "on_starting": "a bad WSGI_POOL_* setting stops each worker as it boots, not gunicorn at start",
+    "post_fork": "pools made while the app is imported are sized without the worker's concurrency",
+    "post_worker_init": "the pools are built on the first request, and their sizing is not in gunicorn's log",
+    "worker_abort": "a worker killed at its timeout does not log which upstream calls were in flight",
+    "worker_exit": "a worker's idle connections are not closed when it exits",
+    "child_exit": "with PROMETHEUS_MULTIPROC_DIR, the gauges of dead workers stay in the sums",
+}
+
+
+def calls(hook: Any, ours: Any, module: Any) -> bool:
+    """Whether ``hook`` (a function of the user's) calls ``ours``: it names it, directly or as
+    an attribute of ``wsgi_pool.gunicorn`` (``wsgi_pool_hooks.post_fork(server, worker)``)."""
+    code = getattr(hook, "__code__", None)
+    scope = getattr(hook, "__globals__", {})
+    if code is None:
+        return False
+    for name in code.co_names:
+        found = scope.get(name)
+        if found is ours:
+            return True
+        if ours.__name__ in code.co_names and (
+            found is module or getattr(found, "gunicorn", None) is module
+        ):
+            return True
+    return False
+
+
+def hook_warnings(cfg: Any) -> dict[str, str]:
+    """What the configuration's hooks leave undone, by hook: each of wsgi_pool's hooks is
+    ours, or a hook of the user's that calls ours; else it is missing (gunicorn's default) or
+    replaced."""
+    from . import gunicorn as module  # noqa: PLC0415  (gunicorn's hooks: gunicorn is installed)
+
+    found = {}
+    for name in module.__all__:
+        ours = getattr(module, name)
+        hook = getattr(cfg, name, None)
+        if hook is ours or calls(hook, ours, module):
+            continue
+        if getattr(hook, "__module__", None) == "gunicorn.config":
+            found[name] = f"{name} is not in the configuration: {_UNDONE[name]}"
+        else:
+            found[name] = (
+                f"{name} is a hook of your own that does not call wsgi_pool's: "
+                f"{_UNDONE[name]} (call wsgi_pool.gunicorn.{name} from it)"
+            )
+    return found
+
+
 def explain(argv: Sequence[str], environ: dict[str, str] | None = None) -> Explanation:
     """The explanation for gunicorn arguments ``argv`` and ``WSGI_POOL_*`` variables."""
     cfg = gunicorn_config(argv)
-    config = PoolConfig.from_gunicorn(cfg, environ)
+    # Hooks can only be given in a configuration file: without one, arguments alone say what
+    # a file with the hooks and these settings gives.
+    file = getattr(cfg, "config", None)
+    hooks = hook_warnings(cfg) if file and os.path.isfile(file) else {}
+    # Without post_fork and post_worker_init a worker never learns gunicorn's concurrency.
+    unsized = "post_fork" in hooks and "post_worker_init" in hooks
+    config = PoolConfig.from_env(environ) if unsized else PoolConfig.from_gunicorn(cfg, environ)
     _integrations.check(config)
     return Explanation(
         workers=cfg.workers,
@@ -129,6 +198,7 @@ def explain(argv: Sequence[str], environ: dict[str, str] | None = None) -> Expla
         worker_timeout=float(cfg.timeout),
         config=config,
         sizing=size_pools(config),
+        hooks=tuple(hooks.values()),
     )
 
 
@@ -176,6 +246,7 @@ def render(found: Explanation) -> str:
         ]
     lines += ["", "Warnings:" if data["warnings"] else "Warnings: none"]
     lines += [f"  - {warning}" for warning in data["warnings"]]
+    lines += ["", f"Not seen: {data['not_seen']}."]
     return "\n".join(lines)
 
 
@@ -191,6 +262,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     command.add_argument("--json", action="store_true", help="print JSON instead of text")
     args, gunicorn_args = parser.parse_known_args(argv)
     stream = sys.stdout if out is None else out
+    if importlib.util.find_spec("gunicorn") is None:
+        print(
+            "wsgi-pool explain: reads a gunicorn configuration, and gunicorn is not installed: "
+            "pip install 'wsgi_pool[gunicorn]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         found = explain(gunicorn_args)
     except ConfigError as exc:

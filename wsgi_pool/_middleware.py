@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _deadline, _integrations, _process, _propagation
@@ -58,18 +58,19 @@ class PoolMiddleware:
         _integrations.check(_process.default_config() if config is None else config)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        self._pools = pools = _process.current(self._pools, self.config)
-        path = pools.config.metrics_path
-        if path is not None and environ.get("PATH_INFO") == path:
-            exporter = _exporter(pools)
-            if exporter is not None:  # pragma: no branch  (attached whenever metrics_path is set)
-                return exporter.serve(environ, start_response)
+        pools = _process.current(self._pools, self.config)
+        if pools is not self._pools:  # the process's first request (or the pools changed)
+            self._pools = pools
+            _process.check_hooks(environ)
+        exporter = metrics_endpoint(pools, environ)
+        if exporter is not None:
+            return exporter.serve(environ, start_response)
         client = bind_client(environ, pools, self.config)
         try:
             with Serving(client):
                 body = self.app(environ, start_response)
         except BaseException:
-            client.close()
+            client.end()
             raise
         return _release_after(body, client, environ)
 
@@ -142,7 +143,11 @@ class _Within:
             self._context.run(close)
 
 
-def _exporter(pools: WorkerPools) -> Exporter | None:
+def metrics_endpoint(pools: WorkerPools, environ: Mapping[str, Any]) -> Exporter | None:
+    """The exporter that answers this request, if its path is the config's ``metrics_path``."""
+    path = pools.config.metrics_path
+    if path is None or environ.get("PATH_INFO") != path:
+        return None
     from .prometheus import Exporter  # noqa: PLC0415  (prometheus_client is optional)
 
     return pools.extension(Exporter)
@@ -155,7 +160,7 @@ def _release_after(
     file the server sends itself stays its ``wsgi.file_wrapper`` (hiding it would stop
     sendfile): the release is added to its own ``close``."""
     if isinstance(body, list | tuple):
-        client.close()
+        client.end()
         return body
     file_wrapper = environ.get("wsgi.file_wrapper")
     if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
@@ -188,7 +193,7 @@ def _close_then_release(close: Callable[[], object], client: Client) -> None:
     try:
         close()
     finally:
-        client.close()
+        client.end()
 
 
 def client_from(environ: WSGIEnvironment) -> Client:

@@ -22,7 +22,7 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from . import _deadline
@@ -42,6 +42,9 @@ getpid: Callable[[], int] = os.getpid
 MAX_POOL_SETS: Final = 8
 """Sets of pools one process keeps (one per pool shape, ``PoolConfig.pool_shape``); past that
 the least recently built is closed (its connections in use close when they come back)."""
+
+GUNICORN_HOOKS: Final = ("on_starting", "post_fork", "post_worker_init")
+"""The gunicorn hooks a worker can tell ran (the rest run at exit, or in the master)."""
 
 MAX_POLICIES: Final = 256
 """Configs whose call settings are kept worked out; past that the memory starts again."""
@@ -80,6 +83,8 @@ _server: ServerReport | None = None
 _env_default: PoolConfig | None = None
 _completed: dict[PoolConfig | None, PoolConfig] = {}
 _master: int | None = None  # the gunicorn master's process id (on_starting), if known
+_hooks_ran: set[str] = set()  # the gunicorn hooks that ran here (or in the master, before fork)
+_hooks_checked: int | None = None  # the process that checked them on its first request
 _factories: list[ExtensionFactory] = []
 _policies: dict[PoolConfig, Policy] = {}
 
@@ -129,6 +134,42 @@ def record_server(server: ServerReport | None) -> None:
     _policies.clear()
 
 
+def hook_ran(name: str) -> None:
+    """One of the gunicorn hooks ran in this process (the master's are inherited by fork)."""
+    _hooks_ran.add(name)
+
+
+def server_known() -> bool:
+    """Whether the gunicorn hooks reported this worker's concurrency."""
+    return _server is not None
+
+
+def check_hooks(environ: Mapping[str, object]) -> None:
+    """On a process's first request: under gunicorn (its ``gunicorn.socket`` in the environ),
+    a warning if the hooks that size the pools did not run (missing from the configuration,
+    or replaced by hooks of the user's own that do not call them)."""
+    global _hooks_checked
+    pid = getpid()
+    if _hooks_checked == pid:
+        return
+    _hooks_checked = pid
+    if "gunicorn.socket" not in environ:
+        return
+    missing = [name for name in GUNICORN_HOOKS if name not in _hooks_ran]
+    if missing:
+        logger.warning(
+            "wsgi_pool: worker %d serves requests but these gunicorn hooks of wsgi_pool did not "
+            "run: %s. The pools are sized %s. Import them in gunicorn.conf.py (from "
+            "wsgi_pool.gunicorn import ...), or call them from hooks of your own with the same "
+            "names: a hook defined after the import replaces ours",
+            pid,
+            ", ".join(missing),
+            "from gunicorn's settings"
+            if _server is not None
+            else "without gunicorn's concurrency (requests' default pool_maxsize=10)",
+        )
+
+
 def record_master(pid: int | None) -> None:
     """Remember the gunicorn master's process id: pools built there are never used by a worker."""
     global _master
@@ -174,11 +215,14 @@ def policy(config: PoolConfig | None) -> Policy:
     return found
 
 
-def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
+def worker_pools(
+    config: PoolConfig | None = None, *, say: Callable[..., None] | None = None
+) -> WorkerPools:
     """This process's pools for ``config`` (default: the ``WSGI_POOL_*`` settings), built on first use.
 
     Configs that shape pools alike share them (each call keeps its own settings); at most
-    :data:`MAX_POOL_SETS` sets are kept, the least recently built closed first.
+    :data:`MAX_POOL_SETS` sets are kept, the least recently built closed first. ``say`` logs
+    their sizing if they are built now (default: the ``wsgi_pool`` logger, at INFO).
     """
     settings = effective(config)
     shape = settings.pool_shape()
@@ -189,7 +233,7 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
         with process.lock:
             pools = process.by_shape.get(shape)
             if pools is None:  # pragma: no branch  (else: another thread built them meanwhile)
-                pools = _build(settings, process)
+                pools = _build(settings, process, say or logger.info)
                 process.by_shape[shape] = pools
                 if len(process.by_shape) > MAX_POOL_SETS:
                     retired = process.by_shape.popitem(last=False)[1]
@@ -205,7 +249,7 @@ def worker_pools(config: PoolConfig | None = None) -> WorkerPools:
     return pools
 
 
-def _build(settings: PoolConfig, process: _ProcessPools) -> WorkerPools:
+def _build(settings: PoolConfig, process: _ProcessPools, say: Callable[..., None]) -> WorkerPools:
     from ._worker import WorkerPools  # noqa: PLC0415  (requests loads here, after fork)
 
     pid = process.pid
@@ -213,7 +257,7 @@ def _build(settings: PoolConfig, process: _ProcessPools) -> WorkerPools:
     pools = WorkerPools(
         settings, pid=pid, extensions=extensions, slots=process.slots, registered=True
     )
-    logger.info("pools for pid %d: %s", pid, pools.sizing.describe())
+    say("pools for pid %d: %s", pid, pools.sizing.describe())
     for warning in pools.sizing.warnings:
         logger.warning("pid %d: %s", pid, warning)
     if pid == _master:

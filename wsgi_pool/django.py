@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from . import _integrations, _process
 from ._config import SETTINGS_KEY, from_settings
 from ._errors import ConfigError
-from ._middleware import Serving, bind_client, within
+from ._middleware import Serving, bind_client, metrics_endpoint, within
 from ._worker import WorkerPools
+
+if TYPE_CHECKING:
+    from .prometheus import Exporter
 
 __all__ = ["ClientMiddleware", "WsgiPoolAppConfig"]
 
@@ -49,13 +52,19 @@ class ClientMiddleware:
         _integrations.check(_process.default_config() if self.config is None else self.config)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        self._pools = pools = _process.current(self._pools, self.config)
+        pools = _process.current(self._pools, self.config)
+        if pools is not self._pools:  # the process's first request (or the pools changed)
+            self._pools = pools
+            _process.check_hooks(request.META)
+        exporter = metrics_endpoint(pools, request.META)
+        if exporter is not None:
+            return _metrics_response(exporter, request)
         client = request.http = bind_client(request.META, pools, self.config)
         try:
             with Serving(client):
                 response = self.get_response(request)
         except BaseException:
-            client.close()
+            client.end()
             raise
         if (
             response.streaming
@@ -70,8 +79,23 @@ class ClientMiddleware:
                 closers.remove(iterator.close)
             response.streaming_content = within(client, iterator)
         # Django closes the response when the server is done with it (a streamed body sent).
-        response._resource_closers.append(client.close)
+        response._resource_closers.append(client.end)
         return response
+
+
+def _metrics_response(exporter: Exporter, request: HttpRequest) -> HttpResponse:
+    """The Prometheus exposition (``metrics_path``) as Django's response."""
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        answer.update(status=int(status.split(maxsplit=1)[0]), headers=headers)
+        return None
+
+    body = b"".join(exporter.serve(request.META, start_response))
+    response = HttpResponse(body, status=answer["status"])
+    for name, value in answer["headers"]:
+        response[name] = value
+    return response
 
 
 class WsgiPoolAppConfig(AppConfig):  # type: ignore[misc]  # Django is untyped

@@ -24,12 +24,22 @@
   ``mark_process_dead``) and moves its counters into one archive file per kind, so the
   directory does not grow with every recycled worker. Imports no requests.
 
-Each is a plain function with the exact arity gunicorn checks. If your configuration
-already defines one of these hooks, call ours from yours.
+Each is a plain function with the exact arity gunicorn checks. A hook of your own with the
+same name, defined after the import, replaces ours: call ours from it instead::
+
+    from wsgi_pool import gunicorn as wsgi_pool_hooks
+
+    def post_fork(server, worker):
+        wsgi_pool_hooks.post_fork(server, worker)
+        ...  # your own
+
+A worker whose ``post_fork`` and ``post_worker_init`` did not run logs a warning on its first
+request; ``wsgi-pool explain`` checks the configuration's hooks the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -37,6 +47,7 @@ from typing import Any
 
 from . import _integrations, _process
 from ._config import PoolConfig
+from ._errors import ConfigError
 from ._servers import gunicorn_report
 
 logger = logging.getLogger("wsgi_pool")
@@ -51,20 +62,41 @@ __all__ = [
 ]
 
 
+class StartupError(ConfigError, RuntimeError):
+    """A bad setting found by ``on_starting``: gunicorn prints a RuntimeError as one line
+    (``Error: ...``) and exits, instead of a traceback."""
+
+
 def on_starting(server: Any) -> None:
-    """Master, before anything: reject a bad setting at start-up."""
-    _integrations.check(PoolConfig.from_gunicorn(server.cfg))
+    """Master, before anything: reject a bad setting at start-up, in one line."""
+    _process.hook_ran("on_starting")
+    try:
+        _integrations.check(PoolConfig.from_gunicorn(server.cfg))
+    except ConfigError as exc:
+        raise StartupError(f"wsgi_pool: {exc}") from None
     _process.record_master(os.getpid())
 
 
 def post_fork(server: Any, worker: Any) -> None:
     """Worker, right after fork: record what gunicorn says of its concurrency (nothing else)."""
+    _process.hook_ran("post_fork")
     _process.record_server(gunicorn_report(worker.cfg))
 
 
 def post_worker_init(worker: Any) -> None:
-    """Worker, after the app loaded and gevent patched: build the pools, log the sizing."""
-    _process.worker_pools()
+    """Worker, after the app loaded and gevent patched: build the pools, and say how they are
+    sized in gunicorn's own log. Records the concurrency too, if ``post_fork`` did not."""
+    _process.hook_ran("post_worker_init")
+    if not _process.server_known():
+        _process.record_server(gunicorn_report(worker.cfg))
+    built_before = bool(_process.built_here())
+    pools = _process.worker_pools(say=functools.partial(_say, worker.log))
+    if built_before:  # at the app's import: said then, where gunicorn's log did not show it
+        _say(worker.log, "pools for pid %d: %s", pools.pid, pools.sizing.describe())
+
+
+def _say(log: Any, message: str, *args: object) -> None:
+    log.info("wsgi_pool: " + message, *args)
 
 
 def worker_abort(worker: Any) -> None:
