@@ -54,3 +54,10 @@ def test_an_overloaded_envoys_answer_is_never_retried(upstream: Upstream) -> Non
 def test_no_fleet_budget_in_a_mesh() -> None:
     with pytest.raises(ConfigError, match=r"fleet_connections: 64 is not used with mesh=True"):
         PoolConfig(mesh=True, fleet_connections=64)
+
+
+def test_an_https_call_carries_no_sidecar_header(https_upstream: Upstream, ca_file: str) -> None:
+    """The sidecar cannot read an https call's headers: only the upstream would see it."""
+    with wsgi_pool.client(PoolConfig(mesh=True, ca_bundle=ca_file)) as http:
+        http.get(f"{https_upstream.url}/a").raise_for_status()
+    assert MESH_HEADER not in {name.lower() for name in https_upstream.seen("/a")[0].headers}

@@ -24,7 +24,14 @@ import wsgi_pool
 from tests.balancer import Balancer
 from tests.netns import Host, with_hosts
 from tests.resilience_child import load
-from wsgi_pool import DeadlineExceeded, PoolConfig, PoolOverloaded, PoolTimeout
+from wsgi_pool import (
+    DeadlineExceeded,
+    PoolConfig,
+    PoolOverloaded,
+    PoolTimeout,
+    UpstreamConnectTimeout,
+    UpstreamUnreachable,
+)
 
 NAME = "replicas.wsgi-pool.test"
 PORT = 8080
@@ -138,9 +145,9 @@ def test_a_black_holed_replica_is_ejected_and_calls_go_on_to_the_others(tmp_path
 
 
 def test_with_every_replica_down_calls_fail_at_once_and_recover(tmp_path: Path) -> None:
-    """Two replicas behind a name, both black-holed. The first calls spend connect timeouts
-    until both are ejected; then calls fail with UpstreamEjected without a packet sent (the
-    SYN count stands still). The replicas come back: once the ejection ends, a probe succeeds
+    """Two replicas behind a name, both black-holed, fail_fast_when_ejected on. The first calls
+    spend connect timeouts until both are ejected; then calls fail with UpstreamEjected
+    without a packet sent (the SYN count stands still). The replicas come back: once the ejection ends, a probe succeeds
     and every call is answered again."""
     with hosts(2) as replicas:
         for replica in replicas:
@@ -162,6 +169,7 @@ def test_with_every_replica_down_calls_fail_at_once_and_recover(tmp_path: Path) 
             replicas,
             {
                 "eject_after_failures": 2,
+                "fail_fast_when_ejected": True,
                 "connect_timeout": 0.5,
                 "ejection_time": 1.0,
                 "retries": 0,
@@ -187,7 +195,7 @@ def test_with_every_replica_down_calls_fail_at_once_and_recover(tmp_path: Path) 
 def test_max_pending_sheds_calls_past_the_cap() -> None:
     """A slow replica (each answer 0.5 s late), two connections, at most two calls waiting:
     of eight calls at once, two are sent, two wait and are answered, four fail at once with
-    PoolOverloaded (a PoolTimeout), counted as shed."""
+    PoolOverloaded (a PoolTimeout), counted as shed; a second round the same."""
     with Host(PORT) as replica:
         config = PoolConfig(pool_maxsize=2, max_pending=2, pool_timeout=30.0, deadline=30.0)
         with wsgi_pool.client(config) as http:
@@ -205,15 +213,16 @@ def test_max_pending_sheds_calls_past_the_cap() -> None:
                 with lock:
                     outcomes.append(outcome)
 
-            threads = [threading.Thread(target=call) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
+            for _ in range(2):  # twice: a wait that ended leaves no count behind
+                threads = [threading.Thread(target=call) for _ in range(8)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(60)
             counts = http.pools.stats()[url]
-    assert sorted(outcomes) == ["200"] * 4 + [PoolOverloaded.__name__] * 4
-    assert counts.shed == 4
-    assert counts.errors == {"PoolOverloaded": 4}
+    assert sorted(outcomes) == ["200"] * 8 + [PoolOverloaded.__name__] * 8
+    assert (counts.shed, counts.waiting, counts.in_use) == (8, 0, 0)
+    assert counts.errors == {"PoolOverloaded": 8}
 
 
 def test_connects_the_deadline_cut_short_eject_nothing() -> None:
@@ -229,3 +238,32 @@ def test_connects_the_deadline_cut_short_eject_nothing() -> None:
                     http.get(f"{url}/who")
             assert http.pools.stats()[url].ejections == 0
         assert host.connects() == 4
+
+
+def test_one_black_holed_address_fails_fast_only_when_asked() -> None:
+    """One address, black-holed, a 0.2 s connect timeout (below the share floor, but not cut
+    by the deadline: it counts). By default its ejection never stops calls (each still tries
+    it: behind one address, a streak may be one bad replica's); with fail_fast_when_ejected,
+    after two timeouts calls fail at once and send nothing."""
+    with Host(PORT) as host:
+        host.drop_connects()
+        url = f"http://{host.address}:{PORT}"
+        errors = {}
+        for fail_fast in (False, True):
+            config = PoolConfig(
+                connect_timeout=0.2,
+                eject_after_failures=2,
+                retries=0,
+                fail_fast_when_ejected=fail_fast,
+            )
+            with wsgi_pool.client(config) as http:
+                for _ in range(5):
+                    with pytest.raises((UpstreamUnreachable, UpstreamConnectTimeout)):
+                        http.get(f"{url}/who")
+                errors[fail_fast] = dict(http.pools.stats()[url].errors)
+                assert http.pools.stats()[url].ejections >= 1
+        assert host.connects() == 5 + 2
+    assert errors == {
+        False: {"UpstreamConnectTimeout": 5},
+        True: {"UpstreamConnectTimeout": 2, "UpstreamEjected": 3},
+    }

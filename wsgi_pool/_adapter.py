@@ -129,6 +129,7 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
                 answers=config.eject_after_5xx,
                 base=config.ejection_time,
                 longest=config.max_ejection_time,
+                fail_fast=config.fail_fast_when_ejected,
             )
         )
         self._pool_classes = pool_classes(

@@ -183,7 +183,8 @@ class Call:
     def _run(self, **kwargs: Any) -> requests.Response:
         request = self.request
         propagate = self.settings.propagate
-        mesh = self.config.mesh
+        # Only a plain-http call's headers reach the sidecar (it cannot read an https one's).
+        mesh = self.config.mesh and self.origin.startswith("http:")
         if propagate or mesh:
             # The headers go on a copy: the caller's request (an SDK may send one again, in
             # another request or none) never keeps this request's id or budget.

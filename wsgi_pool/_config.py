@@ -67,6 +67,7 @@ POOL_FIELDS: Final = (
     "max_requests_per_connection",
     "eject_after_failures",
     "eject_after_5xx",
+    "fail_fast_when_ejected",
     "ejection_time",
     "max_ejection_time",
     "max_pending",
@@ -239,9 +240,18 @@ class PoolConfig:
         3,
         "Consecutive failed connects to one address (refused, unreachable, timed out) that "
         "eject it: new connections skip it for ejection_time, longer each time it is ejected "
-        "again, until one connect to it succeeds. When every address of an upstream is "
-        "ejected, calls fail at once with UpstreamEjected. Per worker. None: never eject.",
+        "again, until one connect to it succeeds. When every address of a host is ejected, "
+        "all are tried (see fail_fast_when_ejected). Per worker, never a proxy's address. "
+        "None: never eject.",
         _env.parse_optional_int,
+    )
+    fail_fast_when_ejected: bool = _setting(
+        False,
+        "When every address of a host is ejected and one of them timed out (or answered 5xx), "
+        "fail calls at once with UpstreamEjected instead of each waiting its connect timeout. "
+        "Off: behind one address (a Kubernetes ClusterIP, a load balancer) a streak of failed "
+        "connects may come from one bad replica among many.",
+        _env.parse_bool,
     )
     eject_after_5xx: int | None = _setting(
         None,
@@ -487,8 +497,17 @@ class PoolConfig:
             "egress_deny_private",
             "prometheus",
             "mesh",
+            "fail_fast_when_ejected",
         ):
             _checks.boolean(name, getattr(self, name))
+        for name in ("ejection_time", "max_ejection_time"):
+            if getattr(self, name) is None:
+                raise ConfigError(f"{name}: expected a finite number of seconds > 0, got None")
+        if self.max_pending is not None and self.pool_block is False:
+            raise ConfigError(
+                f"max_pending: {self.max_pending!r} has no effect with pool_block=False (calls "
+                f"never wait: they open extra connections); unset one of them"
+            )
         if self.mesh and self.fleet_connections is not None:
             raise ConfigError(
                 f"fleet_connections: {self.fleet_connections!r} is not used with mesh=True (the "

@@ -120,7 +120,7 @@ class Pooled(_Base):
     wp_lease: int = 0  # how many times it was taken from the pool (a dropped response names one)
     wp_socket: socket.socket | None = None  # the OS socket it carries, for the watchdog to cut
     wp_unread: bool = False  # its response may be dropped with the body unread (see _pool)
-    wp_address: str | None = None  # the address its socket reached
+    wp_address: str | None = None  # the address its socket reached, if not a proxy's
     wp_retire_at: float = math.inf  # when it is too old to be kept (max_connection_age)
     wp_requests: int = 0  # requests sent on its socket
     wp_idle_limit: float = math.inf  # the server's keep-alive hint, less a margin
@@ -140,8 +140,10 @@ class Pooled(_Base):
         conn: Any = self  # urllib3's own attributes
         host = conn._dns_host
         addresses = self._addresses(host)
-        if self.outliers is not None:
-            addresses = self.outliers.admit(host, self.port, addresses)
+        # A proxy's address is not the upstream's: its failures are the proxy's to report.
+        outliers = None if getattr(self, "proxy", None) is not None else self.outliers
+        if outliers is not None:
+            addresses = outliers.admit(host, self.port, addresses)
         *earlier, last = addresses
         timeout = self.timeout
         try:
@@ -152,48 +154,55 @@ class Pooled(_Base):
                 try:
                     sock: socket.socket = super()._new_conn()
                 except (ConnectTimeoutError, NewConnectionError) as exc:
-                    self._failed(address, exc)
+                    self._failed(outliers, address, exc, timeout)
                     if _spent():
                         raise
                     continue
                 sock.settimeout(timeout)
-                return self._connected(sock, address)
+                return self._connected(outliers, sock, address)
             conn._dns_host = last
             # The last address: all the deadline leaves (the earlier ones took their shares).
             self.timeout = _share(timeout, 1) if earlier else timeout
             try:
                 sock = super()._new_conn()
             except (ConnectTimeoutError, NewConnectionError) as exc:
-                self._failed(last, exc)
+                self._failed(outliers, last, exc, timeout)
                 raise
-            return self._connected(sock, last)
+            return self._connected(outliers, sock, last)
         finally:
             conn._dns_host = host
             self.timeout = timeout
 
-    def _connected(self, sock: socket.socket, address: str) -> socket.socket:
-        if self.outliers is not None:
-            self.outliers.connected(address, self.port)
+    def _connected(
+        self, outliers: Outliers | None, sock: socket.socket, address: str
+    ) -> socket.socket:
         self.wp_socket = sock
-        self.wp_address = address
+        if outliers is not None:
+            outliers.connected(address, self.port)
+            self.wp_address = address  # its answers are counted against it (eject_after_5xx)
         return sock
 
-    def _failed(self, address: str, error: Exception) -> None:
-        """A connect to ``address`` failed: counted against it unless the deadline cut it short."""
+    def _failed(self, outliers: Outliers | None, address: str, error: Exception, full: Any) -> None:
+        """A connect to ``address`` failed: counted against it unless the deadline cut it short
+        (it has passed, or left this address less than ``full``, the try's connect timeout,
+        and less than :data:`SHARE_FLOOR`)."""
+        # urllib3's NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError.
+        timed_out = not isinstance(error, NewConnectionError)
         given = self.timeout
         if (
-            self.outliers is None
+            outliers is None
             or _spent()
             or (
-                isinstance(error, ConnectTimeoutError)
+                timed_out
                 and isinstance(given, int | float)
-                and given < SHARE_FLOOR
+                and isinstance(full, int | float)
+                and given < min(full, SHARE_FLOOR)
             )
         ):
             return
-        ejected = self.outliers.connect_failed(address, self.port)
+        ejected = outliers.connect_failed(address, self.port, timed_out=timed_out)
         if ejected is not None:
-            self.ejected(address, ejected, "failed connects")
+            self.ejected(address, ejected, "timed-out connects" if timed_out else "failed connects")
 
     def ejected(self, address: str, seconds: float, why: str) -> None:
         """``address`` was ejected for ``seconds``: counted and logged."""

@@ -91,8 +91,14 @@ def _per_call(config: PoolConfig) -> dict[str, Any]:
         "connect_timeout": config.connect_timeout,
         "read_timeout": config.read_timeout,
         "retries": config.retries,
+        "retry_statuses": [] if config.mesh else sorted(config.retry_statuses),
         "idle_timeout": config.idle_timeout,
+        "max_connection_age": config.max_connection_age,
         "max_response_bytes": config.max_response_bytes,
+        "eject_after_failures": config.eject_after_failures,
+        "fail_fast_when_ejected": config.fail_fast_when_ejected,
+        "max_pending": config.max_pending,
+        "mesh": config.mesh,
     }
 
 
@@ -218,7 +224,7 @@ def render(found: Explanation) -> str:
         f"  {name:<{width}}  {entry['value']!r:<6}  {entry['why']}"
         for name, entry in data["per_worker"].items()
     ]
-    lines += ["", "Per call (unless an upstream or the call says otherwise):"]
+    lines += ["", "Per call and connection (unless an upstream or the call says otherwise):"]
     lines += [f"  {name:<{width}}  {value!r}" for name, value in data["per_call"].items()]
     whole = data["whole_server"]
     pool = found.sizing

@@ -344,12 +344,13 @@ class HTTPPool(Exchange, HTTPConnectionPool):
 
 def keep_alive_limit(hint: str) -> float:
     """Seconds a connection may idle after an answer with ``Keep-Alive: hint``: the server's
-    ``timeout=N`` less :data:`KEEP_ALIVE_MARGIN` (at most half of N); no limit without one."""
+    ``timeout=N`` less :data:`KEEP_ALIVE_MARGIN`, but never less than half of N; no limit
+    without one (or with one of more than six digits)."""
     for part in hint.split(","):
         name, _, value = part.partition("=")
         if name.strip().lower() == "timeout":
             text = value.strip()
-            if text.isascii() and text.isdigit():
+            if text.isascii() and text.isdigit() and len(text) <= 6:  # int() refuses 5,000 digits
                 seconds = int(text)
                 return max(seconds - KEEP_ALIVE_MARGIN, seconds / 2)
     return math.inf
