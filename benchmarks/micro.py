@@ -93,7 +93,16 @@ class _Uncounted(Counters):
     def waited(self, seconds: float, *, got: bool) -> None:
         return None
 
-    def ended(self, seconds: float, error: BaseException | None) -> None:
+    def started(self) -> None:
+        return None
+
+    def ended(
+        self,
+        seconds: float,
+        error: BaseException | None,
+        method: str = "GET",
+        status: int | None = None,
+    ) -> None:
         return None
 
 

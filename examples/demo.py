@@ -165,7 +165,7 @@ def scrape(server: GunicornServer) -> list[str]:
     return sorted(
         line
         for line in text.splitlines()
-        if line.startswith("wsgi_pool_") and "_bucket{" not in line
+        if line.startswith(("wsgi_pool_", "http_client_")) and "_bucket{" not in line
     )
 
 
@@ -175,7 +175,7 @@ def scrape_settled(server: GunicornServer, within: float = 5.0) -> list[str]:
     deadline = time.monotonic() + within
     while True:
         lines = scrape(server)
-        in_use = [line for line in lines if 'state="in_use"' in line]
+        in_use = [line for line in lines if 'http_connection_state="active"' in line]
         if all(line.endswith(" 0.0") for line in in_use) or time.monotonic() > deadline:
             return lines
         time.sleep(0.1)

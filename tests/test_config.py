@@ -214,8 +214,10 @@ def test_from_env_reads_every_field_by_its_name() -> None:
             "WSGI_POOL_EJECT_AFTER_5XX": "4",
             "WSGI_POOL_EJECTION_TIME": "2",
             "WSGI_POOL_MAX_EJECTION_TIME": "30",
-            "WSGI_POOL_MAX_PENDING": "4",
+            "WSGI_POOL_MAX_PENDING": "None",
             "WSGI_POOL_MESH": "no",
+            "WSGI_POOL_FAIL_FAST_WHEN_EJECTED": "yes",
+            "WSGI_POOL_OPENTELEMETRY": "1",
             "PATH": "/usr/bin",
         }
     )
@@ -266,8 +268,10 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         eject_after_5xx=4,
         ejection_time=2.0,
         max_ejection_time=30.0,
-        max_pending=4,
+        max_pending=None,
         mesh=False,
+        fail_fast_when_ejected=True,
+        opentelemetry=True,
     )
     assert {f.name for f in dataclasses.fields(PoolConfig)} == {
         "worker_class", "threads", "worker_connections", "pool_maxsize", "pool_connections", "pool_block",
@@ -280,7 +284,7 @@ def test_from_env_reads_every_field_by_its_name() -> None:
         "prometheus", "metrics_path", "workers", "replicas", "fleet_connections",
         "egress_deny_private", "max_connection_age", "max_requests_per_connection",
         "eject_after_failures", "eject_after_5xx", "ejection_time", "max_ejection_time",
-        "max_pending", "mesh",
+        "max_pending", "mesh", "fail_fast_when_ejected", "opentelemetry",
     }  # fmt: skip
 
 

@@ -22,10 +22,15 @@ class _Failing:
     def add(self, name: str, count: float) -> None:
         raise RuntimeError("sink down")
 
-    def ended(self, seconds: float, error: BaseException | None) -> None:
+    def ended(
+        self, seconds: float, error: BaseException | None, method: str, status: int | None
+    ) -> None:
         raise RuntimeError("sink down")
 
     def failed(self, error: BaseException) -> None:
+        raise RuntimeError("sink down")
+
+    def closed(self, seconds: float) -> None:
         raise RuntimeError("sink down")
 
 
@@ -38,8 +43,10 @@ def test_a_failing_sink_is_logged_once_a_minute_and_counting_goes_on(
     counters.add("retries")
     counters.sent(reused=True)
     counters.waited(0.1, got=True)
+    counters.started()
     counters.ended(0.2, None)
     counters.failed(RuntimeError("x"))
+    counters.closed(3.0)
     snapshot = counters.snapshot()
     assert (snapshot.retries, snapshot.reused, snapshot.waits, snapshot.calls) == (1, 1, 1, 1)
     assert caplog.text.count("a metrics sink failed") == 1

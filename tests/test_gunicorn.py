@@ -112,7 +112,10 @@ def test_the_demo_reports_pooling_against_requests_get(
     assert len(json.loads(figures.read_text())["sizing"]) == 2
     # Prometheus, both workers summed: every pooled call, the 8 warm-up requests' included.
     metrics = json.loads(figures.read_text())["metrics"]
-    counted = [line for line in metrics if line.startswith("wsgi_pool_call_duration_seconds_count")]
+    counted = [
+        line for line in metrics if line.startswith("http_client_request_duration_seconds_count")
+    ]
     assert len(counted) == 1
+    assert 'http_response_status_code="200"' in counted[0]
     assert float(counted[0].rsplit(" ", 1)[1]) == (200 + 8) * 3
     assert "Prometheus, GET /metrics" in report

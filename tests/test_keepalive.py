@@ -114,10 +114,15 @@ class _ReturnsOnReplay(Extension):
         if name == "replays" and self.held is not None:
             assert self.held.content == b"ok"
 
-    def ended(self, seconds: float, error: BaseException | None) -> None:
+    def ended(
+        self, seconds: float, error: BaseException | None, method: str, status: int | None
+    ) -> None:
         pass
 
     def failed(self, error: BaseException) -> None:
+        pass
+
+    def closed(self, seconds: float) -> None:
         pass
 
 

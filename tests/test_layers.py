@@ -60,7 +60,7 @@ LAYERS: list[tuple[str, list[str]]] = [  # bottom first
     ("transport adapter", ["_adapter"]),
     ("process's pools", ["_worker", "_process", "_mounted"]),
     ("client", ["_client"]),
-    ("integrations", ["prometheus", "_cache", "_multiproc"]),
+    ("integrations", ["prometheus", "_cache", "_multiproc", "_otel"]),
     (
         "entry points",
         [
@@ -157,7 +157,7 @@ def test_no_import_cycles() -> None:
 
 def test_the_core_imports_no_optional_integration() -> None:
     """Prometheus and the HTTP cache hang off the pools' extensions; only entry points load them."""
-    optional = {"prometheus", "_cache", "_multiproc"}
+    optional = {"prometheus", "_cache", "_multiproc", "_otel"}
     entry = {module for _, modules in LAYERS[-1:] for module in modules}
     for module, imported in GRAPH.items():
         if module not in entry and module not in optional:

@@ -37,6 +37,38 @@ def _call(app: Any, path: str, accept: str | None = None) -> tuple[str, dict[str
     return seen["status"], seen["headers"], body
 
 
+DURATION_LABELS = (
+    "http_request_method",
+    "server_address",
+    "server_port",
+    "url_scheme",
+    "http_response_status_code",
+    "error_type",
+)
+
+
+def _calls(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], url: str) -> float:
+    """Calls to ``url``'s upstream in a parsed exposition, every method, status and error."""
+    port = url.rsplit(":", 1)[1]
+    return sum(
+        value
+        for (name, labels), value in metrics.items()
+        if name == "http_client_request_duration_seconds_count"
+        and dict(labels)["server_port"] == port
+    )
+
+
+def _open(url: str, state: str) -> float:
+    """The http_client_open_connections gauge of ``url``'s upstream in this process."""
+    return _value(
+        "http_client_open_connections",
+        http_connection_state=state,
+        server_address="127.0.0.1",
+        server_port=url.rsplit(":", 1)[1],
+        url_scheme="http",
+    )
+
+
 def _value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -61,16 +93,22 @@ def test_one_process_exposes_its_calls(upstream: Upstream) -> None:
     assert status.startswith("200")
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     duration = {
-        (s.name, s.labels.get("upstream")): s.value
-        for s in families["wsgi_pool_call_duration_seconds"].samples
+        tuple(s.labels[name] for name in DURATION_LABELS): s.value
+        for s in families["http_client_request_duration_seconds"].samples
+        if s.name.endswith("_count")
     }
-    assert duration[("wsgi_pool_call_duration_seconds_count", upstream.url)] == 3
-    assert duration[("wsgi_pool_call_duration_seconds_count", refused)] == 1
+    up_port = str(upstream.url.rsplit(":", 1)[1])
+    assert duration == {
+        ("GET", "127.0.0.1", up_port, "http", "200", ""): 3,
+        ("GET", "127.0.0.1", str(port), "http", "", "wsgi_pool.UpstreamRefused"): 1,
+    }
     assert _value("wsgi_pool_connections_opened_total", upstream=upstream.url) == 1
     assert _value("wsgi_pool_connections_reused_total", upstream=upstream.url) == 2
     assert _value("wsgi_pool_errors_total", upstream=refused, kind="UpstreamRefused") == 1
-    assert _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
-    assert _value("wsgi_pool_connections", upstream=upstream.url, state="in_use") == 0
+    origin = {"server_address": "127.0.0.1", "server_port": up_port, "url_scheme": "http"}
+    assert _value("http_client_open_connections", http_connection_state="idle", **origin) == 1
+    assert _value("http_client_open_connections", http_connection_state="active", **origin) == 0
+    assert _value("http_client_active_requests", **origin) == 0
     assert headers["Content-Type"].startswith("text/plain")
     _, openmetrics, _ = _call(app, "/metrics", accept="application/openmetrics-text")
     assert openmetrics["Content-Type"].startswith("application/openmetrics-text")
@@ -135,7 +173,7 @@ def test_two_workers_metrics_add_up_and_a_dead_workers_gauges_leave(
         assert counted == pids  # each worker wrote its own counts
         metrics = _metrics(server)
         key = (("upstream", upstream.url),)
-        calls = metrics[("wsgi_pool_call_duration_seconds_count", key)]
+        calls = _calls(metrics, upstream.url)
         opened = metrics[("wsgi_pool_connections_opened_total", key)]
         reused = metrics[("wsgi_pool_connections_reused_total", key)]
         made = upstream.stats().requests_served
@@ -155,7 +193,7 @@ def test_two_workers_metrics_add_up_and_a_dead_workers_gauges_leave(
         assert (directory / "counter_archive.db").exists()
         wait_for_sizing_lines(server, 3)  # the replacement worker is up
         after = _metrics(server)
-        assert after[("wsgi_pool_call_duration_seconds_count", key)] == calls  # counts stay
+        assert _calls(after, upstream.url) == calls  # counts stay
 
 
 def test_waits_closes_and_body_errors_reach_the_metrics(upstream: Upstream) -> None:
@@ -205,12 +243,10 @@ def test_each_worker_refreshes_its_gauges(upstream: Upstream) -> None:
     exporter = Exporter(every=0.01)
     exporter.start(http.pools)
     try:
-        assert wait_until(
-            lambda: _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
-        )
+        assert wait_until(lambda: _open(upstream.url, "idle") == 1)
     finally:
         exporter.close()
-    assert _value("wsgi_pool_connections", upstream=upstream.url, state="in_use") == 0
+    assert _open(upstream.url, "active") == 0
 
 
 def test_multiprocess_mode_reads_the_directory(
@@ -352,9 +388,7 @@ def test_a_failed_gauge_refresh_is_logged_and_the_next_one_runs(
     exporter = prometheus.Exporter(every=0.01)
     exporter.start(http.pools)
     try:
-        assert wait_until(
-            lambda: _value("wsgi_pool_connections", upstream=upstream.url, state="idle") == 1
-        )
+        assert wait_until(lambda: _open(upstream.url, "idle") == 1)
     finally:
         exporter.close()
     assert any(
@@ -370,3 +404,41 @@ def test_an_exporter_never_started_closes_at_once() -> None:
     exporter.close()
     assert exporter._stop.is_set()
     assert exporter._thread is None
+
+
+def test_call_and_connection_metrics_follow_opentelemetrys_conventions(
+    upstream: Upstream,
+) -> None:
+    """Each call is labelled with its method (an unknown one as _OTHER), status and error type
+    (a 4xx or 5xx status when the call answered); each connection closed is timed."""
+    origin = {
+        "server_address": "127.0.0.1",
+        "server_port": upstream.url.rsplit(":", 1)[1],
+        "url_scheme": "http",
+    }
+
+    def calls(method: str, status: str, error: str) -> float:
+        return _value(
+            "http_client_request_duration_seconds_count",
+            http_request_method=method,
+            http_response_status_code=status,
+            error_type=error,
+            **origin,
+        )
+
+    before = {
+        "get": calls("GET", "200", ""),
+        "brew": calls("_OTHER", "501", "501"),
+        "missing": calls("GET", "404", "404"),
+        "closed": _value("http_client_connection_duration_seconds_count", **origin),
+    }
+    config = PoolConfig(prometheus=True, max_requests_per_connection=1)
+    with wsgi_pool.client(config) as http:
+        http.get(f"{upstream.url}/a")
+        http.request("BREW", f"{upstream.url}/pot")
+        http.get(f"{upstream.url}/missing?status=404")
+    assert calls("GET", "200", "") - before["get"] == 1
+    assert calls("_OTHER", "501", "501") - before["brew"] == 1  # http.server: unsupported
+    assert calls("GET", "404", "404") - before["missing"] == 1
+    closed = _value("http_client_connection_duration_seconds_count", **origin)
+    assert closed - before["closed"] == 3  # one connection per call, each closed as it came back

@@ -171,14 +171,20 @@ class Call:
         """The call, counted: its time to the response (or the error), and the error's kind."""
         started = time.monotonic()
         error: Exception | None = None
+        status = None
+        self.stats.started()
         try:
-            return self._run(**kwargs)
+            response = self._run(**kwargs)
+            status = response.status_code
+            return response
         except Exception as exc:
             error = exc
             self._warn_of(exc)
             raise
         finally:
-            self.stats.ended(time.monotonic() - started, error)
+            self.stats.ended(
+                time.monotonic() - started, error, self.request.method or "GET", status
+            )
 
     def _run(self, **kwargs: Any) -> requests.Response:
         request = self.request

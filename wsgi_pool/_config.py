@@ -79,6 +79,7 @@ POOL_FIELDS: Final = (
     "http_cache_bytes",
     "http_cache_entry_bytes",
     "prometheus",
+    "opentelemetry",
     "metrics_path",
 )
 """The settings that shape a process's pools; the others shape each call (``_policy``)."""
@@ -428,6 +429,13 @@ class PoolConfig:
         "wsgi_pool[prometheus]; see wsgi_pool.prometheus for gunicorn's many processes).",
         _env.parse_bool,
     )
+    opentelemetry: bool = _setting(
+        False,
+        "Record OpenTelemetry metrics of the calls and pools, named by the HTTP client "
+        "semantic conventions (http.client.request.duration...), on the meter provider the app "
+        "sets up (needs wsgi_pool[otel]).",
+        _env.parse_bool,
+    )
     metrics_path: str | None = _setting(
         None,
         "A path the middleware answers with the Prometheus exposition (turns prometheus on); "
@@ -496,6 +504,7 @@ class PoolConfig:
             "allow_unverified",
             "egress_deny_private",
             "prometheus",
+            "opentelemetry",
             "mesh",
             "fail_fast_when_ejected",
         ):

@@ -122,6 +122,7 @@ class Pooled(_Base):
     wp_unread: bool = False  # its response may be dropped with the body unread (see _pool)
     wp_address: str | None = None  # the address its socket reached, if not a proxy's
     wp_retire_at: float = math.inf  # when it is too old to be kept (max_connection_age)
+    wp_opened_at: float = 0.0  # when its socket connected (0: not open)
     wp_requests: int = 0  # requests sent on its socket
     wp_idle_limit: float = math.inf  # the server's keep-alive hint, less a margin
     wp_stats: Counters  # its upstream's counters (set by the pool that makes it)
@@ -177,6 +178,7 @@ class Pooled(_Base):
         self, outliers: Outliers | None, sock: socket.socket, address: str
     ) -> socket.socket:
         self.wp_socket = sock
+        self.wp_opened_at = time.monotonic()
         if outliers is not None:
             outliers.connected(address, self.port)
             self.wp_address = address  # its answers are counted against it (eject_after_5xx)
@@ -215,6 +217,15 @@ class Pooled(_Base):
             why,
             self.host,
         )
+
+    def close(self) -> None:
+        """Closed: how long it was open goes to its upstream's statistics (the connection's
+        lifetime metric)."""
+        opened, self.wp_opened_at = self.wp_opened_at, 0.0
+        super().close()
+        stats = getattr(self, "wp_stats", None)
+        if opened and stats is not None:
+            stats.closed(time.monotonic() - opened)
 
     def connect(self) -> None:
         super().connect()

@@ -1,7 +1,8 @@
 """The optional integrations a config turns on: checked at start-up, attached to each process's pools.
 
 - Prometheus (``prometheus`` or ``metrics_path``; the ``prometheus`` extra): ``wsgi_pool.prometheus``;
-- the HTTP cache (``http_cache_bytes``; the ``cache`` extra): ``wsgi_pool._cache``.
+- the HTTP cache (``http_cache_bytes``; the ``cache`` extra): ``wsgi_pool._cache``;
+- OpenTelemetry metrics (``opentelemetry``; the ``otel`` extra): ``wsgi_pool._otel``.
 
 :func:`check` is called where the server starts (the gunicorn hooks' ``on_starting``, the
 middleware and the framework adapters when they are made, ``wsgi-pool explain``): a package
@@ -33,17 +34,26 @@ def _needs(config: PoolConfig) -> list[tuple[str, str, str]]:
         needed.append((setting, "prometheus_client", "prometheus"))
     if config.http_cache_bytes is not None:
         needed.append((f"http_cache_bytes={config.http_cache_bytes}", "cachecontrol", "cache"))
+    if config.opentelemetry:
+        needed.append(("opentelemetry=True", "opentelemetry.metrics", "otel"))
     return needed
 
 
 def check(config: PoolConfig) -> None:
     """Raise :class:`ConfigError` if the config turns on an integration whose package is missing."""
     for setting, module, extra in _needs(config):
-        if importlib.util.find_spec(module) is None:
+        if not _installed(module):
             raise ConfigError(
                 f"{setting} needs the {module} package, which is not installed: "
                 f"pip install 'wsgi_pool[{extra}]' (or turn the setting off)"
             )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
 
 
 def _prometheus(config: PoolConfig) -> Extension | None:
@@ -62,7 +72,16 @@ def _cache(config: PoolConfig) -> Extension | None:
     return CacheExtension(config.http_cache_bytes, config.http_cache_entry_bytes)
 
 
+def _opentelemetry(config: PoolConfig) -> Extension | None:
+    if not config.opentelemetry:
+        return None
+    from ._otel import OpenTelemetryMetrics  # noqa: PLC0415  (opentelemetry-api is optional)
+
+    return OpenTelemetryMetrics()
+
+
 def install() -> None:
     """Attach the integrations to every process's pools, as each config asks."""
     _process.register(_cache)
     _process.register(_prometheus)
+    _process.register(_opentelemetry)

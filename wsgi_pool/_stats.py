@@ -33,18 +33,53 @@ WARN_EVERY: Final = 10.0
 SINK_ERROR_EVERY: Final = 60.0
 """Seconds between two logged failures of a sink (metrics): a failing exporter never fails a call."""
 
-BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Upper bounds (seconds) of the response-time histogram; a last bucket takes the rest."""
+BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+"""Upper bounds (seconds) of the call-duration histogram, OpenTelemetry's advice for
+``http.client.request.duration``; a last bucket takes the rest."""
+
+CONNECTION_BUCKETS: Final = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+"""Upper bounds (seconds) of the connection-lifetime histogram, OpenTelemetry's advice for
+``http.client.connection.duration``."""
 
 
 class Sink(Protocol):
-    """Where an upstream's events go as well (Prometheus): counters by name, ends, failures."""
+    """Where an upstream's events go as well (Prometheus, OpenTelemetry): counters by name,
+    each call's end (its method, and its status if an answer came), failures, connections
+    closed (how long they were open)."""
 
     def add(self, name: str, count: float) -> None: ...
 
-    def ended(self, seconds: float, error: BaseException | None) -> None: ...
+    def ended(
+        self, seconds: float, error: BaseException | None, method: str, status: int | None
+    ) -> None: ...
 
     def failed(self, error: BaseException) -> None: ...
+
+    def closed(self, seconds: float) -> None: ...
+
+
+def origin_parts(upstream: str) -> tuple[str, str, int | None]:
+    """``"https://[::1]:8443"`` -> ``("https", "::1", 8443)``: the scheme, ``server.address``
+    and ``server.port`` of an upstream as the counters name it (:data:`OTHER`: no port)."""
+    scheme, _, authority = upstream.partition("://")
+    if not authority:
+        return "", upstream, None
+    host, _, port = authority.rpartition(":")
+    if not port.isdigit():
+        return scheme, authority.strip("[]"), None
+    return scheme, host.strip("[]"), int(port)
+
+
+KNOWN_METHODS: Final = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
+)
+
+
+def method_name(method: str | None) -> str:
+    """``http.request.method`` as OpenTelemetry names it: a known method, else ``_OTHER``
+    (bounded: a caller's own verbs do not grow the metrics)."""
+    upper = (method or "GET").upper()
+    return upper if upper in KNOWN_METHODS else "_OTHER"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +123,8 @@ class UpstreamSnapshot:
     """Total response time of the calls counted in ``buckets``."""
     waiting: int = 0
     """Calls waiting for a free connection now."""
+    active: int = 0
+    """Calls in flight now (from the call to its response's head, or its error)."""
     in_use: int = 0
     """Connections taken by calls now (read from the pools)."""
     idle: int = 0
@@ -108,6 +145,7 @@ class Counters:
     """
 
     __slots__ = (
+        "active",
         "buckets",
         "calls",
         "discarded",
@@ -138,7 +176,7 @@ class Counters:
         self.lock = threading.Lock()
         self.calls = self.opened = self.reused = self.idle_expired = self.discarded = 0
         self.waits = self.wait_timeouts = self.retries = self.retries_denied = self.replays = 0
-        self.waiting = self.retired = self.ejections = self.shed = 0
+        self.waiting = self.retired = self.ejections = self.shed = self.active = 0
         self.warned: dict[str, tuple[float, int]] = {}  # per warning: when last logged, held back
         self.wait_seconds = self.seconds = 0.0
         self.errors: dict[str, int] = {}
@@ -173,10 +211,17 @@ class Counters:
             _tell(sink.add, "wait_seconds", seconds)
             _tell(sink.add, "wait_timeouts", 0 if got else 1)
 
-    def ended(self, seconds: float, error: BaseException | None) -> None:
-        """A call ended after ``seconds``: a response, or ``error``."""
+    def ended(
+        self,
+        seconds: float,
+        error: BaseException | None,
+        method: str = "GET",
+        status: int | None = None,
+    ) -> None:
+        """A call (``method``) ended after ``seconds``: an answer (``status``), or ``error``."""
         index = bisect.bisect_left(BUCKETS, seconds)
         with self.lock:
+            self.active -= 1
             self.calls += 1
             self.seconds += seconds
             self.buckets[index] += 1
@@ -184,7 +229,17 @@ class Counters:
                 kind = type(error).__name__
                 self.errors[kind] = self.errors.get(kind, 0) + 1
         for sink in self.sinks:
-            _tell(sink.ended, seconds, error)
+            _tell(sink.ended, seconds, error, method, status)
+
+    def started(self) -> None:
+        """A call began (it ends with :meth:`ended`)."""
+        with self.lock:
+            self.active += 1
+
+    def closed(self, seconds: float) -> None:
+        """A connection the pools opened closed after ``seconds`` open."""
+        for sink in self.sinks:
+            _tell(sink.closed, seconds)
 
     def failed(self, error: BaseException) -> None:
         """A call that had its response failed later (reading the body): counted by kind."""
@@ -228,6 +283,7 @@ class Counters:
                 buckets=tuple(self.buckets),
                 seconds=self.seconds,
                 waiting=self.waiting,
+                active=self.active,
                 in_use=in_use,
                 idle=idle,
             )

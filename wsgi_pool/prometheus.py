@@ -12,8 +12,9 @@ Limitations first:
   calls waiting) are read from the pools by a thread in each worker once a second, and by
   the worker that answers a scrape: another worker's gauges can be a second old.
 - Labels are bounded: ``upstream`` is ``scheme://host:port`` (never a path), at most
-  :data:`wsgi_pool._stats.MAX_UPSTREAMS` of them per worker, the rest under ``"other"``;
-  ``kind`` is an exception class name.
+  :data:`wsgi_pool._stats.MAX_UPSTREAMS` of them per worker, the rest under ``"other"``
+  (``server_address`` ``other``); ``kind`` and ``error_type`` are exception class names (or
+  a 4xx/5xx status); an unknown method is ``_OTHER``.
 
 Steps:
 
@@ -27,14 +28,19 @@ Steps:
 
        from wsgi_pool.gunicorn import child_exit  # noqa: F401
 
-The metrics (all labelled ``upstream``): ``wsgi_pool_call_duration_seconds`` (histogram,
-until the response's head), ``wsgi_pool_connections_opened_total``,
+The metrics. Named after OpenTelemetry's HTTP client conventions, labelled
+``server_address``, ``server_port`` and ``url_scheme``: ``http_client_request_duration_seconds``
+(histogram, OpenTelemetry's buckets; also ``http_request_method``,
+``http_response_status_code`` and ``error_type``), ``http_client_connection_duration_seconds``
+(histogram), the gauges ``http_client_open_connections`` (``http_connection_state``:
+``active``, ``idle``) and ``http_client_active_requests``. The pools' own, labelled
+``upstream`` (``scheme://host:port``): ``wsgi_pool_connections_opened_total``,
 ``wsgi_pool_connections_reused_total``, ``wsgi_pool_connections_closed_total`` (``reason``:
-``idle_expired``, ``discarded``, ``retired``: past their age), ``wsgi_pool_pool_waits_total``,
+``idle_expired``, ``discarded``, ``retired``), ``wsgi_pool_pool_waits_total``,
 ``wsgi_pool_pool_wait_seconds_total``, ``wsgi_pool_pool_wait_timeouts_total``,
 ``wsgi_pool_retries_total``, ``wsgi_pool_retries_denied_total``, ``wsgi_pool_replays_total``,
-``wsgi_pool_ejections_total``, ``wsgi_pool_calls_shed_total``, ``wsgi_pool_errors_total`` (``kind``), and the gauges ``wsgi_pool_connections`` (``state``:
-``in_use``, ``idle``) and ``wsgi_pool_calls_waiting``.
+``wsgi_pool_ejections_total``, ``wsgi_pool_calls_shed_total``, ``wsgi_pool_errors_total``
+(``kind``), and the gauge ``wsgi_pool_calls_waiting``.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._multiproc import collector
-from ._stats import BUCKETS, Sink
+from ._stats import BUCKETS, CONNECTION_BUCKETS, Sink, method_name, origin_parts
 from ._worker import Extension
 
 if TYPE_CHECKING:
@@ -84,6 +90,10 @@ _COUNTERS: Final = {
 _CLOSED: Final = {"idle_expired", "discarded", "retired"}
 
 
+_ORIGIN: Final = ["server_address", "server_port", "url_scheme"]
+"""The labels that name an upstream in the metrics named after OpenTelemetry's conventions."""
+
+
 class _Metrics:
     """The process's metric objects, made once (prometheus_client refuses a name twice)."""
 
@@ -91,10 +101,31 @@ class _Metrics:
         from prometheus_client import Counter, Gauge, Histogram  # noqa: PLC0415  (optional)
 
         self.duration = Histogram(
-            "wsgi_pool_call_duration_seconds",
-            "Outbound calls, from the call to the response's head (or its error).",
-            ["upstream"],
+            "http_client_request_duration_seconds",
+            "Duration of outbound calls, from the call to the response's head or its error "
+            "(OpenTelemetry's http.client.request.duration; retries and redirects included).",
+            ["http_request_method", *_ORIGIN, "http_response_status_code", "error_type"],
             buckets=BUCKETS,
+        )
+        self.lifetime = Histogram(
+            "http_client_connection_duration_seconds",
+            "How long connections to the upstream were open "
+            "(OpenTelemetry's http.client.connection.duration).",
+            _ORIGIN,
+            buckets=CONNECTION_BUCKETS,
+        )
+        self.open = Gauge(
+            "http_client_open_connections",
+            "Connections to the upstream now: active (carrying a call) or idle in the pool "
+            "(OpenTelemetry's http.client.open_connections).",
+            ["http_connection_state", *_ORIGIN],
+            multiprocess_mode="livesum",
+        )
+        self.active = Gauge(
+            "http_client_active_requests",
+            "Calls to the upstream in flight now (OpenTelemetry's http.client.active_requests).",
+            _ORIGIN,
+            multiprocess_mode="livesum",
         )
         self.counters = {
             name: Counter(f"wsgi_pool_{metric}", doc, ["upstream"])
@@ -108,12 +139,6 @@ class _Metrics:
         )
         self.errors = Counter(
             "wsgi_pool_errors", "Calls that ended in an error, by its kind.", ["upstream", "kind"]
-        )
-        self.connections = Gauge(
-            "wsgi_pool_connections",
-            "Connections to the upstream now, in use or idle in the pools.",
-            ["upstream", "state"],
-            multiprocess_mode="livesum",
         )
         self.waiting = Gauge(
             "wsgi_pool_calls_waiting",
@@ -136,15 +161,33 @@ def _the_metrics() -> _Metrics:
     return _metrics
 
 
+def origin_labels(upstream: str) -> tuple[str, str, str]:
+    """``server_address``, ``server_port`` and ``url_scheme`` of an upstream."""
+    scheme, address, port = origin_parts(upstream)
+    return address, "" if port is None else str(port), scheme
+
+
+def error_type(error: BaseException | None, status: int | None) -> str:
+    """OpenTelemetry's ``error.type``: the exception's class, else a 4xx or 5xx status, else ""."""
+    if error is not None:
+        kind = type(error)
+        return f"{kind.__module__}.{kind.__qualname__}"
+    if status is not None and status >= 400:
+        return str(status)
+    return ""
+
+
 class _UpstreamSink:
     """Where one upstream's events go in prometheus_client: its labelled children, made once."""
 
-    __slots__ = ("_counters", "_duration", "_errors", "_upstream")
+    __slots__ = ("_counters", "_durations", "_errors", "_labels", "_lifetime", "_upstream")
 
     def __init__(self, upstream: str) -> None:
         metrics = _the_metrics()
         self._upstream = upstream
-        self._duration = metrics.duration.labels(upstream)
+        self._labels = origin_labels(upstream)
+        self._durations: dict[tuple[str, int | None, str], Any] = {}
+        self._lifetime = metrics.lifetime.labels(*self._labels)
         self._counters: dict[str, Any] = {
             name: counter.labels(upstream) for name, counter in metrics.counters.items()
         }
@@ -158,21 +201,35 @@ class _UpstreamSink:
         if counter is not None and count > 0:
             counter.inc(count)
 
-    def ended(self, seconds: float, error: BaseException | None) -> None:
-        self._duration.observe(seconds)
+    def ended(
+        self, seconds: float, error: BaseException | None, method: str, status: int | None
+    ) -> None:
+        kind = error_type(error, status)
+        key = (method_name(method), status, kind)
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = _the_metrics().duration.labels(
+                key[0], *self._labels, "" if status is None else str(status), kind
+            )
+        child.observe(seconds)
         if error is not None:
             self.failed(error)
 
     def failed(self, error: BaseException) -> None:
         self._errors.labels(self._upstream, type(error).__name__).inc()
 
+    def closed(self, seconds: float) -> None:
+        self._lifetime.observe(seconds)
+
 
 def refresh_gauges(pools: WorkerPools) -> None:
     """Set this process's gauges from its pools now."""
     metrics = _the_metrics()
     for upstream, found in pools.stats().items():
-        metrics.connections.labels(upstream, "in_use").set(found.in_use)
-        metrics.connections.labels(upstream, "idle").set(found.idle)
+        labels = origin_labels(upstream)
+        metrics.open.labels("active", *labels).set(found.in_use)
+        metrics.open.labels("idle", *labels).set(found.idle)
+        metrics.active.labels(*labels).set(found.active)
         metrics.waiting.labels(upstream).set(found.waiting)
 
 
