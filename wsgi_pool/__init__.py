@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import _integrations
+from ._attempt import Timings, timings
 from ._config import PoolConfig, UpstreamSettings
 from ._deadline import deadline
 from ._errors import (
@@ -71,6 +72,7 @@ __all__ = [
     "RequestEnded",
     "ResponseTooLarge",
     "SharedStateError",
+    "Timings",
     "TooManyRedirects",
     "UpstreamConnectTimeout",
     "UpstreamConnectionError",
@@ -95,6 +97,7 @@ __all__ = [
     "deadline",
     "patch_requests",
     "size_pools",
+    "timings",
     "unpatch_requests",
 ]
 

@@ -5,7 +5,8 @@ notes on it whether the request went out on a reused connection and whether a re
 head came back. That is what decides whether a failed try may be replayed: a request that
 failed on a *reused* connection before any answer most likely met a keep-alive connection
 the server had just closed (and a replay of a safe request is then harmless). A replay asks
-the pool for a ``fresh`` connection.
+the pool for a ``fresh`` connection. The pool and the connection also note how long each
+phase took (:class:`Timings`), which the call hands its caller with the response.
 
 This module imports nothing from requests or urllib3.
 """
@@ -13,12 +14,40 @@ This module imports nothing from requests or urllib3.
 from __future__ import annotations
 
 import contextvars
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Where one call's time went, as ``response.timings`` (its last try's phases): what Go's
+    ``httptrace`` and OkHttp's ``EventListener`` tell. Seconds; None for a phase that did not
+    happen (no wait, a reused connection, plain http)."""
+
+    waited: float | None
+    """Waiting for a free pooled connection."""
+    connect: float | None
+    """Opening the TCP connection (every address tried)."""
+    tls: float | None
+    """The TLS handshake."""
+    first_byte: float | None
+    """From sending the request to the response's head."""
+    reused: bool
+    """The request went out on a connection already open."""
+    tries: int
+    """Tries the call made (retries and a replay included)."""
+
+
+def timings(response: object) -> Timings | None:
+    """Where the call that returned ``response`` spent its time; None for a response that did
+    not come through the pools (a mock's, the HTTP cache's). Also ``response.timings``."""
+    found = getattr(response, "timings", None)
+    return found if isinstance(found, Timings) else None
 
 
 class Attempt:
     """One try: what the call asked of the pool, and what the pool saw."""
 
-    __slots__ = ("answered", "fresh", "reused", "unread")
+    __slots__ = ("answered", "connect", "first_byte", "fresh", "reused", "tls", "unread", "waited")
 
     def __init__(self, *, fresh: bool = False, unread: bool = False) -> None:
         self.fresh = fresh
@@ -30,6 +59,22 @@ class Attempt:
         """Set by the pool: the request went out on a connection already open (None: not sent)."""
         self.answered = False
         """Set by the pool: a response head came back."""
+        self.waited: float | None = None
+        self.connect: float | None = None
+        self.tls: float | None = None
+        self.first_byte: float | None = None
+        """Set by the pool and the connection: each phase's seconds (see :class:`Timings`)."""
+
+    def timings(self, tries: int) -> Timings:
+        """This try's phases, the call's ``tries`` with them."""
+        return Timings(
+            waited=self.waited,
+            connect=self.connect,
+            tls=self.tls,
+            first_byte=self.first_byte,
+            reused=bool(self.reused),
+            tries=tries,
+        )
 
 
 _current: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(

@@ -199,6 +199,7 @@ class Call:
                 self.trace.apply(request.headers, self.config.request_id_header)
         self.budget.record_request()
         fresh = False
+        tries = 0
         unread = bool(kwargs.get("stream") or (request.hooks or {}).get("response"))
         while True:
             remaining = self.deadline.remaining()
@@ -223,13 +224,16 @@ class Call:
                     request, timeout=Timeout(connect=connect, read=read), **kwargs
                 )
             except Exception as exc:
+                tries += 1
                 fresh = self._failed(exc, attempt, connect_capped, read_capped) == _FRESH
                 continue
             finally:
                 _attempt.unbind(token)
             fresh = False
+            tries += 1
             if self._should_retry(response):
                 continue
+            response.timings = attempt.timings(tries)  # type: ignore[attr-defined]  # ours
             limit = self.settings.max_response_bytes
             return check_head(
                 response, request, Guard(self.origin, self.deadline, limit, self.stats)

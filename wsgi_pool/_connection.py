@@ -37,7 +37,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 
-from . import _deadline
+from . import _attempt, _deadline
 from ._deadline import os_socket
 from ._egress import EgressPolicy
 from ._fast import seams
@@ -138,6 +138,15 @@ class Pooled(_Base):
         self.made.add(self)
 
     def _new_conn(self) -> socket.socket:
+        started = time.monotonic()
+        try:
+            return self._open()
+        finally:
+            attempt = _attempt.current()
+            if attempt is not None:
+                attempt.connect = time.monotonic() - started
+
+    def _open(self) -> socket.socket:
         conn: Any = self  # urllib3's own attributes
         host = conn._dns_host
         addresses = self._addresses(host)
@@ -228,7 +237,11 @@ class Pooled(_Base):
             stats.closed(time.monotonic() - opened)
 
     def connect(self) -> None:
+        started = time.monotonic()
         super().connect()
+        attempt = _attempt.current()
+        if attempt is not None and isinstance(self, HTTPSConnection):
+            attempt.tls = max(time.monotonic() - started - (attempt.connect or 0.0), 0.0)
         # TLS made a new socket object of the one _new_conn returned: the watchdog's is this.
         self.wp_socket = os_socket(self.sock)
 

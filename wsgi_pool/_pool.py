@@ -228,7 +228,11 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         finally:
             slots.wait_ends()
             stats.add("waiting", -1)
-            stats.waited(time.monotonic() - started, got=got)
+            waited = time.monotonic() - started
+            stats.waited(waited, got=got)
+            attempt = _attempt.current()
+            if attempt is not None:
+                attempt.waited = waited
         if not got:
             message = "Pool reached maximum size and no more connections are allowed."
             if short:  # the deadline, not pool_timeout, ended the wait
@@ -299,6 +303,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             attempt.reused = reused
         self.stats.sent(reused=reused)
         conn.wp_sent = True
+        sending = time.monotonic()
         try:
             response = super()._make_request(conn, method, url, body, headers, *args, **kwargs)
         except BaseException:
@@ -329,6 +334,9 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 conn.ejected(address, ejected, "5xx answers")
         if attempt is not None:
             attempt.answered = True
+            # From the request going out (a new connection's set-up aside) to the head.
+            setup = (attempt.connect or 0.0) + (attempt.tls or 0.0)
+            attempt.first_byte = max(time.monotonic() - sending - setup, 0.0)
             if attempt.unread and self.slots is not None:
                 # A body the caller may drop unread (streamed, or a response hook raised before
                 # requests read it) would hold its slot for good: noted when it is freed.

@@ -1,0 +1,59 @@
+"""``response.timings``: where a call's time went, phase by phase (Go's httptrace, OkHttp's
+EventListener)."""
+
+from __future__ import annotations
+
+import threading
+
+import wsgi_pool
+from wsgi_pool import PoolConfig, Timings, timings
+from wsgi_pool.testing import Upstream
+
+
+def test_a_new_tls_connection_then_a_reused_one(https_upstream: Upstream, ca_file: str) -> None:
+    with wsgi_pool.client(PoolConfig(ca_bundle=ca_file)) as http:
+        response = http.get(f"{https_upstream.url}/a?delay=0.1")
+        first = timings(response)
+        second = timings(http.get(f"{https_upstream.url}/b"))
+    assert first is response.timings  # type: ignore[attr-defined]  # set by the pools
+    assert isinstance(first, Timings)
+    assert isinstance(second, Timings)
+    assert first.waited is None
+    assert (first.connect or 0) > 0
+    assert (first.tls or 0) > 0
+    assert (first.first_byte or 0) >= 0.1  # the upstream's delay
+    assert (first.reused, first.tries) == (False, 1)
+    assert (second.connect, second.tls, second.reused) == (None, None, True)
+
+
+def test_plain_http_has_no_tls_and_retries_are_counted(upstream: Upstream) -> None:
+    upstream.answer("/busy", status=503, body=b"")
+    with wsgi_pool.client(PoolConfig(retries=2, backoff_factor=0.0)) as http:
+        plain = timings(http.get(f"{upstream.url}/a"))
+        retried = timings(http.get(f"{upstream.url}/busy"))
+    assert plain is not None
+    assert plain.tls is None
+    assert plain.connect is not None
+    assert retried is not None
+    assert retried.tries == 3
+
+
+def test_a_wait_for_a_connection_is_timed(upstream: Upstream) -> None:
+    """pool_maxsize=1: a call that finds the connection held (a stream, then closed unread:
+    the connection is dropped) waits for it, and says so."""
+    with wsgi_pool.client(PoolConfig(pool_maxsize=1)) as http:
+        held = http.get(f"{upstream.url}/s?size=10", stream=True)
+        found: list[Timings | None] = []
+        waiter = threading.Thread(
+            target=lambda: found.append(timings(http.get(f"{upstream.url}/w")))
+        )
+        waiter.start()
+        threading.Event().wait(0.2)
+        held.close()
+        waiter.join(10)
+    assert found[0] is not None
+    assert (found[0].waited or 0) >= 0.1
+
+
+def test_a_response_from_elsewhere_has_none() -> None:
+    assert timings(object()) is None
