@@ -442,3 +442,30 @@ def test_call_and_connection_metrics_follow_opentelemetrys_conventions(
     assert calls("GET", "404", "404") - before["missing"] == 1
     closed = _value("http_client_connection_duration_seconds_count", **origin)
     assert closed - before["closed"] == 3  # one connection per call, each closed as it came back
+
+
+def test_a_missing_multiprocess_directory_stops_the_start(tmp_path: Path) -> None:
+    from wsgi_pool import _integrations  # noqa: PLC0415
+
+    config = PoolConfig(metrics_path="/metrics", workers=2)
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(
+        ConfigError, match=r"PROMETHEUS_MULTIPROC_DIR='.*nowhere' is not a writable"
+    ):
+        _integrations.check(config, {"PROMETHEUS_MULTIPROC_DIR": missing})
+    assert _integrations.check(config, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}) == []
+    (warning,) = _integrations.check(config, {})
+    assert warning.startswith("Prometheus metrics with 2 workers and no PROMETHEUS_MULTIPROC_DIR")
+    assert _integrations.check(PoolConfig(metrics_path="/metrics", workers=1), {}) == []
+    assert _integrations.check(PoolConfig(), {}) == []
+
+
+def test_several_workers_without_the_directory_are_warned_of_at_start(tmp_path: Path) -> None:
+    """gunicorn -w 2 with metrics and no PROMETHEUS_MULTIPROC_DIR: a warning in its default log."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("from wsgi_pool.gunicorn import on_starting  # noqa: F401\n")
+    env = {"WSGI_POOL_METRICS_PATH": "/metrics", "PROMETHEUS_MULTIPROC_DIR": ""}
+    flags = ["-c", str(conf), "-w", "2"]
+    with GunicornServer("tests.apps:app", flags, env=env, cwd=str(ROOT)) as server:
+        server.stop()
+    assert "counters jump between workers" in server.log()

@@ -14,7 +14,9 @@ they make to every process's pools; the core imports none of these modules.
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
 
 from . import _process
 from ._config import PoolConfig
@@ -22,6 +24,8 @@ from ._errors import ConfigError
 
 if TYPE_CHECKING:
     from ._worker import Extension
+
+MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _needs(config: PoolConfig) -> list[tuple[str, str, str]]:
@@ -39,14 +43,34 @@ def _needs(config: PoolConfig) -> list[tuple[str, str, str]]:
     return needed
 
 
-def check(config: PoolConfig) -> None:
-    """Raise :class:`ConfigError` if the config turns on an integration whose package is missing."""
+def check(config: PoolConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Raise :class:`ConfigError` if the config turns on an integration whose package is
+    missing, or Prometheus with a ``PROMETHEUS_MULTIPROC_DIR`` that is not a writable
+    directory; what is merely unwise, as warnings."""
     for setting, module, extra in _needs(config):
         if not _installed(module):
             raise ConfigError(
                 f"{setting} needs the {module} package, which is not installed: "
                 f"pip install 'wsgi_pool[{extra}]' (or turn the setting off)"
             )
+    if not (config.prometheus or config.metrics_path):
+        return []
+    environ = os.environ if environ is None else environ
+    directory = environ.get(MULTIPROCESS_ENV)
+    if directory:
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            raise ConfigError(
+                f"{MULTIPROCESS_ENV}={directory!r} is not a writable directory: create it "
+                f"(empty) before the server starts, or unset it with a single worker"
+            )
+        return []
+    if (config.workers or 1) > 1:
+        return [
+            f"Prometheus metrics with {config.workers} workers and no {MULTIPROCESS_ENV}: each "
+            f"worker answers a scrape with its own numbers, so counters jump between workers; "
+            f"set {MULTIPROCESS_ENV} to an empty directory before gunicorn starts"
+        ]
+    return []
 
 
 def _installed(module: str) -> bool:

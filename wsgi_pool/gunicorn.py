@@ -71,9 +71,11 @@ def on_starting(server: Any) -> None:
     """Master, before anything: reject a bad setting at start-up, in one line."""
     _process.hook_ran("on_starting")
     try:
-        _integrations.check(PoolConfig.from_gunicorn(server.cfg))
+        warnings = _integrations.check(PoolConfig.from_gunicorn(server.cfg))
     except ConfigError as exc:
         raise StartupError(f"wsgi_pool: {exc}") from None
+    for warning in warnings:
+        logger.warning("wsgi_pool: %s", warning)
     _process.record_master(os.getpid())
 
 
