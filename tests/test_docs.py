@@ -283,6 +283,13 @@ def check_deadlines(namespace: dict[str, Any], upstream: Upstream) -> None:
     assert upstream.stats().requests_served == 2
 
 
+def check_timings(namespace: dict[str, Any], upstream: Upstream) -> None:
+    spent = namespace["spent"]
+    assert isinstance(spent, wsgi_pool.Timings)
+    assert (spent.tries, spent.tls) == (1, None)
+    assert spent.first_byte is not None
+
+
 def check_http_cache(namespace: dict[str, Any], upstream: Upstream) -> None:
     assert namespace["app"].config.http_cache_bytes == 16 * 1024 * 1024
     assert upstream.stats().requests_served == 1  # the second GET came from the cache
@@ -328,6 +335,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Upstream], None]] = {
     "sizing": check_sizing,
     "fleet budget": check_fleet_budget,
     "deadlines": check_deadlines,
+    "timings": check_timings,
     "resilience": check_resilience,
     "http cache": check_http_cache,
     "app.py": check_app,

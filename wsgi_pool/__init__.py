@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ._stats import UpstreamSnapshot
     from ._worker import WorkerPools
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ENVIRON_KEY",
