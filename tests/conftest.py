@@ -25,12 +25,12 @@ def clean_registry() -> Iterator[None]:
     """Each test starts with no pools, no server report, no cached settings and no garbage
     collection backed off by an earlier test's waits; its pools are closed after."""
     _process.close_process_pools()
-    _process._env_default = None
+    _process.forget_adopted()
     _process.record_server(None)
     _pool._collect = _pool._Collections()
     yield
     _process.close_process_pools()
-    _process._env_default = None
+    _process.forget_adopted()
     _process.record_server(None)
     _process.record_master(None)
 

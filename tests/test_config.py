@@ -316,17 +316,17 @@ def test_from_env_defaults_to_the_process_environment(monkeypatch: pytest.Monkey
     [
         pytest.param(
             {"WSGI_POOL_COLOUR": "blue"},
-            "WSGI_POOL_COLOUR: unknown setting (known: WSGI_POOL_WORKER_CLASS",
+            "WSGI_POOL_COLOUR='blue': unknown setting (known: WSGI_POOL_WORKER_CLASS",
             id="unknown",
         ),
         pytest.param(
             {"WSGI_POOL_POOL_MAXSIZ": "4"},
-            "WSGI_POOL_POOL_MAXSIZ: unknown setting (did you mean WSGI_POOL_POOL_MAXSIZE? known:",
+            "WSGI_POOL_POOL_MAXSIZ='4': unknown setting; did you mean WSGI_POOL_POOL_MAXSIZE?",
             id="typo",
         ),
         pytest.param(
             {"WSGI_POOL_READ_TIMOUT": "4"},
-            "WSGI_POOL_READ_TIMOUT: unknown setting (did you mean WSGI_POOL_READ_TIMEOUT? known:",
+            "WSGI_POOL_READ_TIMOUT='4': unknown setting; did you mean WSGI_POOL_READ_TIMEOUT?",
             id="typo in a word",
         ),
         pytest.param(

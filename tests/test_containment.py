@@ -115,7 +115,7 @@ def test_factories_are_registered_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_process, "_factories", [])
     _integrations.install()
     _integrations.install()
-    assert len(_process._factories) == 2
+    assert len(_process._factories) == 3  # the HTTP cache, Prometheus, OpenTelemetry
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import gunicorn.config  # noqa: F401  (before any test sets WEB_CONCURRENCY: gunicorn reads it once, at import, as the default of workers)
 import pytest
 import yaml
 

@@ -267,8 +267,8 @@ def check_config_in_code(namespace: dict[str, Any], upstream: Upstream) -> None:
 def check_config_from_the_environment(namespace: dict[str, Any], upstream: Upstream) -> None:
     config = namespace["config"]
     assert (config.read_timeout, config.retry_statuses) == (5.0, frozenset({503}))
-    assert namespace["message"].startswith(
-        "WSGI_POOL_READ_TIMEUOT: unknown setting (did you mean WSGI_POOL_READ_TIMEOUT? "
+    assert namespace["message"] == (
+        "WSGI_POOL_READ_TIMEUOT='5': unknown setting; did you mean WSGI_POOL_READ_TIMEOUT?"
     )
 
 
@@ -284,6 +284,7 @@ def check_deadlines(namespace: dict[str, Any], upstream: Upstream) -> None:
 
 
 def check_timings(namespace: dict[str, Any], upstream: Upstream) -> None:
+    assert namespace["INVENTORY"] == upstream.url
     spent = namespace["spent"]
     assert isinstance(spent, wsgi_pool.Timings)
     assert (spent.tries, spent.tls) == (1, None)

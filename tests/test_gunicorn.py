@@ -35,6 +35,8 @@ def test_preload_never_shares_an_upstream_socket_between_processes(upstream: Ups
     worker_lines = [text for _, text in lines if "gthread worker with 4 threads" in text]
     assert len(worker_lines) == 2
     assert "Connection pool is full" not in log
+    # on_starting runs after a preloaded app was imported: it says what that import built.
+    assert "pools built in the gunicorn master (a call at import under preload_app?)" in log
 
 
 def test_sixteen_threads_never_overflow_the_pool(upstream: Upstream) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -235,3 +236,25 @@ def test_requests_in_threads_share_the_process_pools(upstream: Upstream) -> None
     assert run_together(serve, serve, serve, serve) == [[b"GET"] * 5] * 4
     assert upstream.stats().connections_opened <= 4
     assert wsgi_pool.client(config).pools.sizing.pool_maxsize == 4
+
+
+def test_settings_given_in_code_are_the_processs_own(caplog: pytest.LogCaptureFixture) -> None:
+    """PoolMiddleware(app, config): wsgi_pool.client() and the requests share one set of pools;
+    a second, different config in code is warned of (the last one is the process's)."""
+    config = PoolConfig(read_timeout=3.0)
+    seen: list[Any] = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        seen.append(wsgi_pool.client_from(environ).pools)
+        start_response("200 OK", [])
+        return [b""]
+
+    call(PoolMiddleware(app, config))
+    assert wsgi_pool.client().pools is seen[0]
+    assert wsgi_pool.client().config == config
+    with caplog.at_level(logging.WARNING, "wsgi_pool"):
+        PoolMiddleware(app, config)  # the same again: nothing to say
+        assert caplog.records == []
+        PoolMiddleware(app, PoolConfig(read_timeout=4.0))
+    assert "two different configs given in code in one process" in caplog.text
+    assert wsgi_pool.client().config.read_timeout == 4.0

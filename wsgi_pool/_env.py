@@ -108,8 +108,9 @@ def read(environ: Mapping[str, str], parsers: Mapping[str, Parser]) -> dict[str,
         if parse is None:
             names = [ENV_PREFIX + known.upper() for known in parsers]
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise ConfigError(f"{key}: unknown setting ({hint}known: {', '.join(names)})")
+            if close:
+                raise ConfigError(f"{key}={text!r}: unknown setting; did you mean {close[0]}?")
+            raise ConfigError(f"{key}={text!r}: unknown setting (known: {', '.join(names)})")
         try:
             values[name] = parse(text)
         except ValueError as exc:

@@ -195,7 +195,7 @@ def explain(argv: Sequence[str], environ: dict[str, str] | None = None) -> Expla
     # Without post_fork and post_worker_init a worker never learns gunicorn's concurrency.
     unsized = "post_fork" in hooks and "post_worker_init" in hooks
     config = PoolConfig.from_env(environ) if unsized else PoolConfig.from_gunicorn(cfg, environ)
-    _integrations.check(config)
+    notes = _integrations.check(config, here=False)  # the server's own environment
     return Explanation(
         workers=cfg.workers,
         worker_class=str(cfg.worker_class_str),
@@ -204,7 +204,7 @@ def explain(argv: Sequence[str], environ: dict[str, str] | None = None) -> Expla
         worker_timeout=float(cfg.timeout),
         config=config,
         sizing=size_pools(config),
-        hooks=tuple(hooks.values()),
+        hooks=(*hooks.values(), *notes),
     )
 
 

@@ -43,10 +43,13 @@ def _needs(config: PoolConfig) -> list[tuple[str, str, str]]:
     return needed
 
 
-def check(config: PoolConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+def check(
+    config: PoolConfig, environ: Mapping[str, str] | None = None, *, here: bool = True
+) -> list[str]:
     """Raise :class:`ConfigError` if the config turns on an integration whose package is
     missing, or Prometheus with a ``PROMETHEUS_MULTIPROC_DIR`` that is not a writable
-    directory; what is merely unwise, as warnings."""
+    directory (only ``here``: where the server runs, not where ``explain`` reads its
+    configuration); what is merely unwise, as warnings."""
     for setting, module, extra in _needs(config):
         if not _installed(module):
             raise ConfigError(
@@ -58,7 +61,7 @@ def check(config: PoolConfig, environ: Mapping[str, str] | None = None) -> list[
     environ = os.environ if environ is None else environ
     directory = environ.get(MULTIPROCESS_ENV)
     if directory:
-        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        if here and (not os.path.isdir(directory) or not os.access(directory, os.W_OK)):
             raise ConfigError(
                 f"{MULTIPROCESS_ENV}={directory!r} is not a writable directory: create it "
                 f"(empty) before the server starts, or unset it with a single worker"

@@ -56,6 +56,8 @@ class PoolMiddleware:
         self.config = config
         self._pools: WorkerPools | None = None
         _integrations.check(_process.default_config() if config is None else config)
+        if config is not None:
+            _process.adopt(config)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         pools = _process.current(self._pools, self.config)

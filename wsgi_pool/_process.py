@@ -43,6 +43,12 @@ MAX_POOL_SETS: Final = 8
 """Sets of pools one process keeps (one per pool shape, ``PoolConfig.pool_shape``); past that
 the least recently built is closed (its connections in use close when they come back)."""
 
+BUILT_IN_MASTER: Final = (
+    "pools built in the gunicorn master (a call at import under preload_app?): no worker uses "
+    "them, each builds its own after fork; make outbound calls in handlers or after "
+    "post_worker_init"
+)
+
 GUNICORN_HOOKS: Final = ("on_starting", "post_fork", "post_worker_init")
 """The gunicorn hooks a worker can tell ran (the rest run at exit, or in the master)."""
 
@@ -83,6 +89,7 @@ _server: ServerReport | None = None
 _env_default: PoolConfig | None = None
 _completed: dict[PoolConfig | None, PoolConfig] = {}
 _master: int | None = None  # the gunicorn master's process id (on_starting), if known
+_adopted: list[PoolConfig] = []  # configs the app gave in code, in order
 _hooks_ran: set[str] = set()  # the gunicorn hooks that ran here (or in the master, before fork)
 _hooks_checked: int | None = None  # the process that checked them on its first request
 _factories: list[ExtensionFactory] = []
@@ -156,8 +163,8 @@ def check_hooks(environ: Mapping[str, object]) -> None:
     if "gunicorn.socket" not in environ:
         return
     missing = [name for name in GUNICORN_HOOKS if name not in _hooks_ran]
-    if missing:
-        logger.warning(
+    if missing:  # in gunicorn's own log, formatted as its lines are
+        logging.getLogger("gunicorn.error").warning(
             "wsgi_pool: worker %d serves requests but these gunicorn hooks of wsgi_pool did not "
             "run: %s. The pools are sized %s. Import them in gunicorn.conf.py (from "
             "wsgi_pool.gunicorn import ...), or call them from hooks of your own with the same "
@@ -188,11 +195,38 @@ def _server_here() -> ServerReport | None:
 
 
 def default_config() -> PoolConfig:
-    """The ``WSGI_POOL_*`` settings of this process, read once."""
+    """The settings of this process: those the app gave in code (:func:`adopt`), else the
+    ``WSGI_POOL_*`` variables, read once."""
     global _env_default
     if _env_default is None:
         _env_default = PoolConfig.from_env()
     return _env_default
+
+
+def adopt(config: PoolConfig) -> None:
+    """The app gave ``config`` in code (``PoolMiddleware(app, config)``, Flask's or Django's
+    ``WSGI_POOL``): it becomes the process's settings, so ``wsgi_pool.client()`` and
+    ``wsgi_pool.adapter()`` use the same pools as the requests. A second, different one is
+    warned of (calls through each keep their own settings)."""
+    global _env_default
+    if _adopted and _adopted[-1] != config:
+        logger.warning(
+            "wsgi_pool: two different configs given in code in one process; "
+            "wsgi_pool.client() and wsgi_pool.adapter() use the last"
+        )
+    _adopted[:] = [config]
+    _env_default = config
+    _completed.clear()
+    _policies.clear()
+
+
+def forget_adopted() -> None:
+    """Back to the ``WSGI_POOL_*`` settings, read again (tests)."""
+    global _env_default
+    _adopted.clear()
+    _env_default = None
+    _completed.clear()
+    _policies.clear()
 
 
 def effective(config: PoolConfig | None) -> PoolConfig:
@@ -261,12 +295,7 @@ def _build(settings: PoolConfig, process: _ProcessPools, say: Callable[..., None
     for warning in pools.sizing.warnings:
         logger.warning("pid %d: %s", pid, warning)
     if pid == _master:
-        logger.warning(
-            "pid %d: pools built in the gunicorn master (a call at import under "
-            "preload_app?): no worker uses them, each builds its own after fork; "
-            "make outbound calls in handlers or after post_worker_init",
-            pid,
-        )
+        logger.warning("pid %d: %s", pid, BUILT_IN_MASTER)
     return pools
 
 

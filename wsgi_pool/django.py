@@ -50,6 +50,8 @@ class ClientMiddleware:
         self.config = from_settings(SETTINGS_KEY, getattr(settings, SETTINGS_KEY, None))
         self._pools: WorkerPools | None = None
         _integrations.check(_process.default_config() if self.config is None else self.config)
+        if self.config is not None:
+            _process.adopt(self.config)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         pools = _process.current(self._pools, self.config)
@@ -118,7 +120,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         found.append(
             checks.Error(
                 str(exc),
-                hint="WSGI_POOL is a dict of wsgi_pool.PoolConfig fields (see the README).",
+                hint="WSGI_POOL is a dict of wsgi_pool.PoolConfig fields (see "
+                "docs/reference/settings.md).",
                 id="wsgi_pool.E001",
             )
         )

@@ -76,6 +76,8 @@ def on_starting(server: Any) -> None:
         raise StartupError(f"wsgi_pool: {exc}") from None
     for warning in warnings:
         logger.warning("wsgi_pool: %s", warning)
+    if _process.built_here():  # preload_app: the app was imported, and called out, already
+        logger.warning("wsgi_pool: %s", _process.BUILT_IN_MASTER)
     _process.record_master(os.getpid())
 
 

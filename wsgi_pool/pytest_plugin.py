@@ -35,7 +35,10 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture
 def fresh_pools() -> Iterator[None]:
-    """No pools in this process before or after the test (each builds its own on first use)."""
+    """No pools in this process before or after the test (each builds its own on first use),
+    and no settings an app gave in code left over from another test."""
     _process.close_process_pools()
+    _process.forget_adopted()
     yield
     _process.close_process_pools()
+    _process.forget_adopted()
