@@ -502,3 +502,12 @@ def test_upstreams_from_the_environment_must_be_a_json_object() -> None:
     """WSGI_POOL_UPSTREAMS is JSON; a list is refused with the variable named."""
     with pytest.raises(ConfigError, match="WSGI_POOL_UPSTREAMS="):
         PoolConfig.from_env({"WSGI_POOL_UPSTREAMS": "[1]"})
+
+
+def test_a_name_far_from_every_setting_gets_no_suggestion() -> None:
+    """Only the part after WSGI_POOL_ is compared: the prefix makes no name look close."""
+    for name in ("WSGI_POOL_DEBUG", "WSGI_POOL_ENABLED", "WSGI_POOL_URL", "WSGI_POOL_OTEL"):
+        with pytest.raises(ConfigError) as caught:
+            PoolConfig.from_env({name: "1"})
+        assert "did you mean" not in str(caught.value)
+        assert "(known: WSGI_POOL_WORKER_CLASS" in str(caught.value)

@@ -4,12 +4,16 @@ line shows without any logging set-up; a bad setting stops gunicorn in one line.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import logging
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +147,63 @@ def test_explain_without_gunicorn_says_so_in_one_line(
         "wsgi-pool explain: reads a gunicorn configuration, and gunicorn is not installed: "
         "pip install 'wsgi_pool[gunicorn]'\n"
     )
+
+
+def _decorated(hook: Any) -> Any:
+    @functools.wraps(hook)
+    def wrapper(*args: Any) -> Any:
+        return hook(*args)
+
+    return wrapper
+
+
+def test_hooks_that_call_ours_in_every_way_are_seen() -> None:
+    """A decorator around ours, functools.partial, an import inside the hook, a function
+    defined inside it: each calls ours. A callable object says nothing: it is yours."""
+    from wsgi_pool._explain import calls  # noqa: PLC0415
+
+    ours = hooks.post_fork
+
+    def importing(server: Any, worker: Any) -> None:
+        from wsgi_pool.gunicorn import post_fork as theirs  # noqa: PLC0415
+
+        theirs(server, worker)
+
+    def nesting(server: Any, worker: Any) -> None:
+        def inner() -> None:
+            hooks.post_fork(server, worker)
+
+        inner()
+
+    def unrelated(server: Any, worker: Any) -> None:
+        print(server, worker)
+
+    class Callable:
+        def __call__(self, server: Any, worker: Any) -> None:
+            pass
+
+    for hook in (_decorated(ours), functools.partial(ours), importing, nesting):
+        assert calls(hook, ours, hooks), hook
+    assert not calls(unrelated, ours, hooks)
+    assert not calls(Callable(), ours, hooks)
+
+
+def test_on_starting_says_what_preload_built_and_warns_of_unwise_settings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In the master: pools a preloaded app built at import, and several workers with metrics
+    but no multiprocess directory, are warned of."""
+    from gunicorn.config import Config  # noqa: PLC0415
+
+    import wsgi_pool  # noqa: PLC0415
+
+    cfg = Config()
+    cfg.set("workers", 2)
+    monkeypatch.setenv("WSGI_POOL_METRICS_PATH", "/metrics")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    wsgi_pool.client().pools  # noqa: B018  (a call at the preloaded app's import)
+    with caplog.at_level(logging.WARNING, "wsgi_pool"):
+        hooks.on_starting(types.SimpleNamespace(cfg=cfg))
+    text = caplog.text
+    assert "pools built in the gunicorn master" in text
+    assert "Prometheus metrics with 2 workers and no PROMETHEUS_MULTIPROC_DIR" in text

@@ -258,3 +258,40 @@ def test_settings_given_in_code_are_the_processs_own(caplog: pytest.LogCaptureFi
         PoolMiddleware(app, PoolConfig(read_timeout=4.0))
     assert "two different configs given in code in one process" in caplog.text
     assert wsgi_pool.client().config.read_timeout == 4.0
+
+
+def test_a_middleware_without_settings_keeps_the_environments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another app in the process gave settings in code: a middleware given none still uses
+    the WSGI_POOL_* variables (only wsgi_pool.client() follows the code's)."""
+    monkeypatch.setenv("WSGI_POOL_READ_TIMEOUT", "3")
+    seen: list[float] = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        seen.append(wsgi_pool.client_from(environ).config.read_timeout)
+        start_response("200 OK", [])
+        return [b""]
+
+    from_env = PoolMiddleware(app)
+    call(from_env)
+    PoolMiddleware(app, PoolConfig(read_timeout=9.0))
+    call(from_env)
+    assert seen == [3.0, 3.0]
+    assert wsgi_pool.client().config.read_timeout == 9.0
+
+
+def test_the_missing_hooks_warning_knows_every_gunicorn_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """gevent_pywsgi names its socket gunicorn.sock; the others gunicorn.socket."""
+    for key in ("gunicorn.socket", "gunicorn.sock"):
+        monkey = pytest.MonkeyPatch()
+        monkey.setattr(_process, "_hooks_checked", None)
+        with caplog.at_level(logging.WARNING, "gunicorn.error"):
+            _process.check_hooks({key: object()})
+        monkey.undo()
+    assert caplog.text.count("these gunicorn hooks of wsgi_pool did not run") == 2
+    caplog.clear()
+    _process.check_hooks({"wsgi.version": (1, 0)})  # not gunicorn: nothing to say
+    assert caplog.records == []

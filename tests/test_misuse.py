@@ -62,3 +62,21 @@ def test_a_clients_own_close_keeps_requests_semantics(upstream: Upstream) -> Non
     with requests.Session() as session:
         session.close()
         assert session.get(f"{upstream.url}/a").status_code == 200
+
+
+def test_every_way_of_reading_an_ended_body_raises(upstream: Upstream) -> None:
+    kept: dict[str, Any] = {}
+    wsgi_call(app_keeping(kept, f"{upstream.url}/s?size=47", stream=True))
+    raw = kept["response"].raw
+    for read in (
+        lambda: raw.data,
+        raw.read,
+        lambda: raw.read1(10),
+        lambda: raw.readinto(bytearray(10)),
+        raw.readline,
+        lambda: iter(raw),
+        lambda: list(kept["response"].iter_lines()),
+    ):
+        with pytest.raises(RequestEnded):
+            read()
+    assert raw.status == 200  # what is not the body stays readable

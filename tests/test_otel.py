@@ -123,3 +123,24 @@ def test_missing_api_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", without)
     with pytest.raises(ConfigError, match=r"opentelemetry=True needs the opentelemetry\.metrics"):
         wsgi_pool.PoolMiddleware(lambda e, s: [], PoolConfig(opentelemetry=True))
+
+
+def test_every_set_of_pools_is_observed(reader: InMemoryMetricReader, upstream: Upstream) -> None:
+    """Two sets of pools (two pool sizes) holding a connection each: the gauges count both."""
+    port = int(upstream.url.rsplit(":", 1)[1])
+    clients = [
+        wsgi_pool.client(PoolConfig(opentelemetry=True, pool_maxsize=size)) for size in (4, 7)
+    ]
+    held = [http.get(f"{upstream.url}/s?size=10", stream=True) for http in clients]
+    assert clients[0].pools is not clients[1].pools
+    found = points(reader)
+    active = [
+        p.value
+        for p in found["http.client.open_connections"]
+        if p.attributes["server.port"] == port and p.attributes["http.connection.state"] == "active"
+    ]
+    assert active == [2]
+    for response in held:
+        response.close()
+    for http in clients:
+        http.close()

@@ -229,3 +229,20 @@ def test_closed_pools_are_left_out_of_the_gauges(upstream: Upstream) -> None:
         pool.close()
     found = http.pools.stats()[upstream.url]
     assert (found.calls, found.in_use, found.idle) == (1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "parts"),
+    [
+        ("https://api.internal:443", ("https", "api.internal", 443)),
+        ("http://[::1]:8080", ("http", "::1", 8080)),
+        ("other", ("", "other", None)),
+        ("http://host-without-port", ("http", "host-without-port", None)),
+    ],
+)
+def test_an_upstream_in_opentelemetrys_terms(
+    upstream: str, parts: tuple[str, str, int | None]
+) -> None:
+    from wsgi_pool._stats import origin_parts  # noqa: PLC0415
+
+    assert origin_parts(upstream) == parts

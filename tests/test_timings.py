@@ -57,3 +57,31 @@ def test_a_wait_for_a_connection_is_timed(upstream: Upstream) -> None:
 
 def test_a_response_from_elsewhere_has_none() -> None:
     assert timings(object()) is None
+
+
+def test_a_mocked_call_has_no_timings(upstream: Upstream) -> None:
+    """responses answers in place of the pools: nothing was measured, so nothing is told."""
+    import responses  # noqa: PLC0415
+
+    with responses.RequestsMock() as mock:
+        mock.add(responses.GET, f"{upstream.url}/mocked", body=b"ok")
+        with wsgi_pool.client() as http:
+            answer = http.get(f"{upstream.url}/mocked")
+    assert answer.content == b"ok"
+    assert timings(answer) is None
+
+
+def test_a_wait_outside_a_call_is_bounded_too(upstream: Upstream) -> None:
+    """The pool used directly, with no call around it (no try to note the wait on)."""
+    import pytest  # noqa: PLC0415
+    from urllib3.exceptions import EmptyPoolError  # noqa: PLC0415
+
+    from wsgi_pool._adapter import live_pools  # noqa: PLC0415
+
+    with wsgi_pool.client(PoolConfig(pool_maxsize=1)) as http:
+        http.get(f"{upstream.url}/a")
+        (pool,) = live_pools(http.pools.adapter.poolmanager)
+        conn = pool._get_conn()
+        with pytest.raises(EmptyPoolError):
+            pool._get_conn(timeout=0.05)
+        pool._put_conn(conn)

@@ -233,7 +233,8 @@ class Call:
             tries += 1
             if self._should_retry(response):
                 continue
-            response.timings = attempt.timings(tries)  # type: ignore[attr-defined]  # ours
+            if attempt.reused is not None:  # it went through the pools (not a mock, the cache)
+                response.timings = attempt.timings(tries)  # type: ignore[attr-defined]  # ours
             limit = self.settings.max_response_bytes
             return check_head(
                 response, request, Guard(self.origin, self.deadline, limit, self.stats)

@@ -83,10 +83,17 @@ class _EndedBody:
         self._raw = raw
         self._why = why
 
-    def read(self, *args: Any, **kwargs: Any) -> bytes:
+    def read(self, *args: Any, **kwargs: Any) -> Any:
         raise RequestEnded(f"a streamed body read after its request ended: {self._why}")
 
-    stream = read
+    stream = read1 = readinto = readline = readlines = read
+
+    @property
+    def data(self) -> Any:
+        return self.read()
+
+    def __iter__(self) -> Any:
+        return self.read()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)

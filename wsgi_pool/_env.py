@@ -106,11 +106,13 @@ def read(environ: Mapping[str, str], parsers: Mapping[str, Parser]) -> dict[str,
         name = key[len(ENV_PREFIX) :].lower()
         parse = parsers.get(name)
         if parse is None:
-            names = [ENV_PREFIX + known.upper() for known in parsers]
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+            # The name after the prefix only: the shared prefix would make anything look close.
+            close = difflib.get_close_matches(name, list(parsers), n=1, cutoff=0.8)
             if close:
-                raise ConfigError(f"{key}={text!r}: unknown setting; did you mean {close[0]}?")
-            raise ConfigError(f"{key}={text!r}: unknown setting (known: {', '.join(names)})")
+                suggestion = ENV_PREFIX + close[0].upper()
+                raise ConfigError(f"{key}={text!r}: unknown setting; did you mean {suggestion}?")
+            names = ", ".join(ENV_PREFIX + known.upper() for known in parsers)
+            raise ConfigError(f"{key}={text!r}: unknown setting (known: {names})")
         try:
             values[name] = parse(text)
         except ValueError as exc:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -146,21 +148,38 @@ _UNDONE: Final = {
 
 
 def calls(hook: Any, ours: Any, module: Any) -> bool:
-    """Whether ``hook`` (a function of the user's) calls ``ours``: it names it, directly or as
-    an attribute of ``wsgi_pool.gunicorn`` (``wsgi_pool_hooks.post_fork(server, worker)``)."""
+    """Whether ``hook`` (a function of the user's) calls ``ours``: it names it, directly, as an
+    attribute of ``wsgi_pool.gunicorn`` (``wsgi_pool_hooks.post_fork(server, worker)``) or by
+    importing it, itself or in a function it defines; through a decorator (``__wrapped__``)
+    or ``functools.partial`` too. A heuristic: a worker's first request checks what ran."""
+    hook = inspect.unwrap(hook)
+    while isinstance(hook, functools.partial):
+        hook = inspect.unwrap(hook.func)
+    if hook is ours:
+        return True
     code = getattr(hook, "__code__", None)
-    scope = getattr(hook, "__globals__", {})
     if code is None:
         return False
-    for name in code.co_names:
+    return _names(code, getattr(hook, "__globals__", {}), ours, module)
+
+
+def _names(code: Any, scope: dict[str, Any], ours: Any, module: Any) -> bool:
+    names = set(code.co_names)
+    if ours.__name__ in names and any(n.startswith(module.__name__) for n in names):
+        return True  # from wsgi_pool.gunicorn import post_fork, inside the hook
+    for name in names:
         found = scope.get(name)
         if found is ours:
             return True
-        if ours.__name__ in code.co_names and (
+        if ours.__name__ in names and (
             found is module or getattr(found, "gunicorn", None) is module
         ):
             return True
-    return False
+    return any(
+        _names(inner, scope, ours, module)
+        for inner in code.co_consts
+        if isinstance(inner, type(code))  # a function defined inside the hook
+    )
 
 
 def hook_warnings(cfg: Any) -> dict[str, str]:

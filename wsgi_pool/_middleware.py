@@ -55,19 +55,20 @@ class PoolMiddleware:
         self.app = app
         self.config = config
         self._pools: WorkerPools | None = None
-        _integrations.check(_process.default_config() if config is None else config)
+        _integrations.check(_process.env_config() if config is None else config)
         if config is not None:
             _process.adopt(config)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        pools = _process.current(self._pools, self.config)
+        config = _process.own_config(self.config)
+        pools = _process.current(self._pools, config)
         if pools is not self._pools:  # the process's first request (or the pools changed)
             self._pools = pools
             _process.check_hooks(environ)
         exporter = metrics_endpoint(pools, environ)
         if exporter is not None:
             return exporter.serve(environ, start_response)
-        client = bind_client(environ, pools, self.config)
+        client = bind_client(environ, pools, config)
         try:
             with Serving(client):
                 body = self.app(environ, start_response)

@@ -21,11 +21,16 @@ no-op meter records nothing. The instruments, on the meter ``wsgi_pool``:
   ``discarded``, ``retired``).
 
 An upstream past the statistics' bound is ``server.address`` ``other``. A failing meter is
-logged once a minute and never fails a call (``_stats``).
+logged once a minute and never fails a call (``_stats``). The instruments are made once per
+meter provider; the gauges are read from every live set of pools of the process that
+collects (a second set of pools, or a forked child, is counted too), summed per upstream.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -79,12 +84,12 @@ def attributes(upstream: str) -> dict[str, Any]:
 
 
 class _Instruments:
-    """One process's instruments, made on the meter ``wsgi_pool``."""
+    """The instruments on the meter ``wsgi_pool`` of one meter provider, made once: a provider
+    keeps the first instrument of a name (and its callbacks), so a second set of pools, or a
+    forked child, shares these; the observable ones read every live exporter of the process
+    that collects (:data:`_live`)."""
 
-    def __init__(self, exporter: OpenTelemetryMetrics) -> None:
-        from opentelemetry import metrics  # noqa: PLC0415  (opentelemetry-api is optional)
-
-        meter = metrics.get_meter("wsgi_pool")
+    def __init__(self, meter: Any) -> None:
         self.duration = meter.create_histogram(
             "http.client.request.duration",
             unit="s",
@@ -114,13 +119,13 @@ class _Instruments:
         )
         meter.create_observable_up_down_counter(
             "http.client.open_connections",
-            callbacks=[exporter.open_connections],
+            callbacks=[_open_connections],
             unit="{connection}",
             description="Number of outbound HTTP connections that are currently active or idle on the client.",
         )
         meter.create_observable_up_down_counter(
             "http.client.active_requests",
-            callbacks=[exporter.active_requests],
+            callbacks=[_active_requests],
             unit="{request}",
             description="Number of active HTTP requests.",
         )
@@ -168,37 +173,74 @@ class _UpstreamSink:
 
 
 class OpenTelemetryMetrics(Extension):
-    """One process's side of the OpenTelemetry metrics, attached to its pools.
-
-    Mutable state: ``_pools``, set once by :meth:`start`.
-    """
+    """One set of pools' side of the OpenTelemetry metrics: its upstreams' sinks, and its
+    pools' gauges, observed with those of the process's other sets."""
 
     def __init__(self) -> None:
-        self._pools: WorkerPools | None = None
-        self._instruments = _Instruments(self)
+        self._instruments = _instruments()
+        self.pools: WorkerPools | None = None
+        """Set once by :meth:`start`."""
 
     def sink_for(self, upstream: str) -> Sink:
         return _UpstreamSink(self._instruments, upstream)
 
     def start(self, pools: WorkerPools) -> None:
-        self._pools = pools
+        self.pools = pools
+        _live.add(self)
 
-    def open_connections(self, options: Any) -> Iterable[Any]:
-        """The observable ``http.client.open_connections``: each upstream's, now."""
-        from opentelemetry.metrics import Observation  # noqa: PLC0415
+    def close(self) -> None:
+        _live.discard(self)
 
-        for upstream, found in self._stats():
-            where = attributes(upstream)
-            yield Observation(found.in_use, {**where, "http.connection.state": "active"})
-            yield Observation(found.idle, {**where, "http.connection.state": "idle"})
 
-    def active_requests(self, options: Any) -> Iterable[Any]:
-        """The observable ``http.client.active_requests``: each upstream's, now."""
-        from opentelemetry.metrics import Observation  # noqa: PLC0415
+# The instruments of each meter provider (by identity; the provider is kept alive with them),
+# and the exporters whose pools the observable instruments read.
+_made: list[tuple[Any, _Instruments]] = []
+_made_lock = threading.Lock()
+_live: weakref.WeakSet[OpenTelemetryMetrics] = weakref.WeakSet()
 
-        for upstream, found in self._stats():
-            yield Observation(found.active, attributes(upstream))
 
-    def _stats(self) -> list[tuple[str, Any]]:
-        pools = self._pools
-        return [] if pools is None or pools.retired else list(pools.stats().items())
+def _instruments() -> _Instruments:
+    from opentelemetry import metrics  # noqa: PLC0415  (opentelemetry-api is optional)
+
+    provider = metrics.get_meter_provider()
+    with _made_lock:
+        for known, found in _made:
+            if known is provider:
+                return found
+        found = _Instruments(provider.get_meter("wsgi_pool"))
+        _made.append((provider, found))
+        return found
+
+
+def _gauges() -> dict[str, list[int]]:
+    """Per upstream, now, over this process's live pools: [active, idle, active calls]."""
+    pid = os.getpid()
+    totals: dict[str, list[int]] = {}
+    for exporter in list(_live):
+        pools = exporter.pools
+        if pools is None or pools.pid != pid or pools.retired:
+            continue
+        for upstream, found in pools.stats().items():
+            total = totals.setdefault(upstream, [0, 0, 0])
+            total[0] += found.in_use
+            total[1] += found.idle
+            total[2] += found.active
+    return totals
+
+
+def _open_connections(options: Any) -> Iterable[Any]:
+    """The observable ``http.client.open_connections``: each upstream's, now."""
+    from opentelemetry.metrics import Observation  # noqa: PLC0415
+
+    for upstream, (active, idle, _) in _gauges().items():
+        where = attributes(upstream)
+        yield Observation(active, {**where, "http.connection.state": "active"})
+        yield Observation(idle, {**where, "http.connection.state": "idle"})
+
+
+def _active_requests(options: Any) -> Iterable[Any]:
+    """The observable ``http.client.active_requests``: each upstream's, now."""
+    from opentelemetry.metrics import Observation  # noqa: PLC0415
+
+    for upstream, (_, _, calls) in _gauges().items():
+        yield Observation(calls, attributes(upstream))

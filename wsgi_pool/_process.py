@@ -160,7 +160,7 @@ def check_hooks(environ: Mapping[str, object]) -> None:
     if _hooks_checked == pid:
         return
     _hooks_checked = pid
-    if "gunicorn.socket" not in environ:
+    if "gunicorn.socket" not in environ and "gunicorn.sock" not in environ:  # gevent_pywsgi's
         return
     missing = [name for name in GUNICORN_HOOKS if name not in _hooks_ran]
     if missing:  # in gunicorn's own log, formatted as its lines are
@@ -196,7 +196,22 @@ def _server_here() -> ServerReport | None:
 
 def default_config() -> PoolConfig:
     """The settings of this process: those the app gave in code (:func:`adopt`), else the
-    ``WSGI_POOL_*`` variables, read once."""
+    ``WSGI_POOL_*`` variables."""
+    return _adopted[-1] if _adopted else env_config()
+
+
+def own_config(config: PoolConfig | None) -> PoolConfig | None:
+    """What a middleware given ``config`` (None: none of its own) calls with: None means the
+    process's settings, which are the ``WSGI_POOL_*`` variables unless an app gave others in
+    code; then the variables, explicitly."""
+    if config is None and _adopted:
+        return env_config()
+    return config
+
+
+def env_config() -> PoolConfig:
+    """The ``WSGI_POOL_*`` settings of this process, read once: what a middleware given no
+    config of its own uses, whatever another app gave in code."""
     global _env_default
     if _env_default is None:
         _env_default = PoolConfig.from_env()
@@ -208,14 +223,12 @@ def adopt(config: PoolConfig) -> None:
     ``WSGI_POOL``): it becomes the process's settings, so ``wsgi_pool.client()`` and
     ``wsgi_pool.adapter()`` use the same pools as the requests. A second, different one is
     warned of (calls through each keep their own settings)."""
-    global _env_default
     if _adopted and _adopted[-1] != config:
         logger.warning(
             "wsgi_pool: two different configs given in code in one process; "
             "wsgi_pool.client() and wsgi_pool.adapter() use the last"
         )
     _adopted[:] = [config]
-    _env_default = config
     _completed.clear()
     _policies.clear()
 

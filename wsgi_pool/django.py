@@ -49,19 +49,20 @@ class ClientMiddleware:
         self.get_response = get_response
         self.config = from_settings(SETTINGS_KEY, getattr(settings, SETTINGS_KEY, None))
         self._pools: WorkerPools | None = None
-        _integrations.check(_process.default_config() if self.config is None else self.config)
+        _integrations.check(_process.env_config() if self.config is None else self.config)
         if self.config is not None:
             _process.adopt(self.config)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        pools = _process.current(self._pools, self.config)
+        config = _process.own_config(self.config)
+        pools = _process.current(self._pools, config)
         if pools is not self._pools:  # the process's first request (or the pools changed)
             self._pools = pools
             _process.check_hooks(request.META)
         exporter = metrics_endpoint(pools, request.META)
         if exporter is not None:
             return _metrics_response(exporter, request)
-        client = request.http = bind_client(request.META, pools, self.config)
+        client = request.http = bind_client(request.META, pools, config)
         try:
             with Serving(client):
                 response = self.get_response(request)
