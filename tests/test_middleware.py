@@ -282,9 +282,12 @@ def test_a_middleware_without_settings_keeps_the_environments(
 
 
 def test_the_missing_hooks_warning_knows_every_gunicorn_worker(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """gevent_pywsgi names its socket gunicorn.sock; the others gunicorn.socket."""
+    """gevent_pywsgi names its socket gunicorn.sock; the others gunicorn.socket. Once every
+    hook ran, nothing is said."""
+    # gunicorn's own logging set up in this process (an earlier test) stops propagation.
+    monkeypatch.setattr(logging.getLogger("gunicorn.error"), "propagate", True)
     for key in ("gunicorn.socket", "gunicorn.sock"):
         monkey = pytest.MonkeyPatch()
         monkey.setattr(_process, "_hooks_checked", None)
@@ -293,5 +296,9 @@ def test_the_missing_hooks_warning_knows_every_gunicorn_worker(
         monkey.undo()
     assert caplog.text.count("these gunicorn hooks of wsgi_pool did not run") == 2
     caplog.clear()
+    monkeypatch.setattr(_process, "_hooks_checked", None)
     _process.check_hooks({"wsgi.version": (1, 0)})  # not gunicorn: nothing to say
+    monkeypatch.setattr(_process, "_hooks_checked", None)
+    monkeypatch.setattr(_process, "_hooks_ran", set(_process.GUNICORN_HOOKS))
+    _process.check_hooks({"gunicorn.socket": object()})  # every hook ran
     assert caplog.records == []

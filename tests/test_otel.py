@@ -4,6 +4,7 @@ read back through the SDK's in-memory reader."""
 from __future__ import annotations
 
 import importlib.util
+import threading
 from typing import Any
 
 import pytest
@@ -144,3 +145,47 @@ def test_every_set_of_pools_is_observed(reader: InMemoryMetricReader, upstream: 
         response.close()
     for http in clients:
         http.close()
+
+
+def test_waits_the_other_upstream_and_stale_pools(
+    reader: InMemoryMetricReader, upstream: Upstream
+) -> None:
+    """A wait for a connection is measured; the upstreams past the bound have no port; pools
+    retired (or of another process) are not observed; a body's failure is counted with its
+    call, not twice."""
+    from wsgi_pool import _otel  # noqa: PLC0415
+
+    assert _otel.attributes("other") == {"server.address": "other", "url.scheme": ""}
+    config = PoolConfig(opentelemetry=True, pool_maxsize=1)
+    with wsgi_pool.client(config) as http:
+        held = http.get(f"{upstream.url}/s?size=10", stream=True)
+        waiter = threading.Thread(target=lambda: http.get(f"{upstream.url}/w"))
+        waiter.start()
+        threading.Event().wait(0.2)
+        held.close()
+        waiter.join(10)
+        port = int(upstream.url.rsplit(":", 1)[1])
+        waits = [
+            p.count
+            for p in points(reader)["wsgi_pool.connection.wait_time"]
+            if p.attributes["server.port"] == port
+        ]
+        assert waits == [1]
+        exporter = http.pools.extension(_otel.OpenTelemetryMetrics)
+        assert exporter is not None
+        exporter.sink_for(upstream.url).failed(RuntimeError("read"))
+        http.pools.retire()
+        assert upstream.url not in _otel._gauges()
+
+
+def test_instruments_are_made_once_per_meter_provider(
+    reader: InMemoryMetricReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsgi_pool import _otel  # noqa: PLC0415
+
+    other = (object(), object())  # another provider's, made earlier
+    monkeypatch.setattr(_otel, "_made", [other])
+    first = _otel._instruments()
+    assert _otel._instruments() is first
+    assert _otel._made[0] is other
+    assert len(_otel._made) == 2
