@@ -288,6 +288,8 @@ def test_the_missing_hooks_warning_knows_every_gunicorn_worker(
     hook ran, nothing is said."""
     # gunicorn's own logging set up in this process (an earlier test) stops propagation.
     monkeypatch.setattr(logging.getLogger("gunicorn.error"), "propagate", True)
+    monkeypatch.setattr(logging.getLogger("gunicorn.error"), "disabled", False)
+    monkeypatch.setattr(_process, "_hooks_ran", set())  # earlier tests ran hooks here
     for key in ("gunicorn.socket", "gunicorn.sock"):
         monkey = pytest.MonkeyPatch()
         monkey.setattr(_process, "_hooks_checked", None)
