@@ -389,7 +389,8 @@ class PoolConfig:
     ca_bundle: str | None = _setting(
         None,
         "CA certificates (a PEM file or a hashed directory) that verify every upstream "
-        "without its own ca_bundle. None: certifi's. Never read from the environment.",
+        "without its own ca_bundle. None: certifi's. Read from WSGI_POOL_CA_BUNDLE only, never "
+        "from REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE.",
         _env.parse_optional_str,
     )
     allow_unverified: bool = _setting(

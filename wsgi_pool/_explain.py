@@ -134,7 +134,8 @@ def gunicorn_config(argv: Sequence[str]) -> Any:
 
 NOT_SEEN: Final = (
     "settings given in code (PoolMiddleware(app, config), Flask's or Django's WSGI_POOL) are "
-    "not seen here: no app is loaded; they apply on top of the WSGI_POOL_* variables shown"
+    "not seen here: no app is loaded (a Flask or Django dict applies over the WSGI_POOL_* "
+    "variables shown; a PoolConfig given to PoolMiddleware is used as it is)"
 )
 
 _UNDONE: Final = {

@@ -9,7 +9,8 @@ healthy ones, and a kept connection to one is closed when taken. When an ejectio
 next connect to the address is its probe (others skip it meanwhile): a success brings it back
 (for 5xx, an answer below 500), a failure ejects it again at once, for longer.
 
-When every address of a host is ejected they are all tried, as Envoy's panic threshold does:
+When every address of a host is ejected they are all tried (a simpler form of Envoy's panic
+threshold, below which it balances over every host, ejected or not):
 behind one address (a Kubernetes ClusterIP, a load balancer) a streak of failures may come
 from one bad replica among many. With ``fail_fast_when_ejected`` a connect then fails at once
 (:class:`Ejected`) instead, if one of them failed slowly (a timeout, or 5xx answers): a
@@ -88,7 +89,7 @@ class Outliers:
     def admit(self, host: str, port: int, addresses: list[str]) -> list[str]:
         """The addresses a new connection may try, in order: those not ejected, and those whose
         ejection ended (this connect is their probe). When every one is ejected: all of them
-        (as Envoy's panic threshold), unless ``fail_fast`` and one of them failed slowly (timed
+        (as Envoy does below its panic threshold), unless ``fail_fast`` and one of them failed slowly (timed
         out, or answered 5xx): then :class:`Ejected`. Refused connects cost nothing to try."""
         if not self._addresses:
             return addresses

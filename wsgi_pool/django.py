@@ -13,7 +13,8 @@
 Limitations: the client is released when Django closes the response (after a streamed body
 is sent), as the WSGI middleware does; ``client_from(request.META)`` finds it too. A bad
 ``WSGI_POOL`` is reported by ``manage.py check`` (``wsgi_pool.E001``) and raises
-:class:`~wsgi_pool.ConfigError` when the first request arrives. Code outside a request
+:class:`~wsgi_pool.ConfigError` when Django loads the app (it builds its middleware then).
+Code outside a request
 uses :func:`wsgi_pool.client`.
 """
 

@@ -33,8 +33,9 @@ same name, defined after the import, replaces ours: call ours from it instead::
         wsgi_pool_hooks.post_fork(server, worker)
         ...  # your own
 
-A worker whose ``post_fork`` and ``post_worker_init`` did not run logs a warning on its first
-request; ``wsgi-pool explain`` checks the configuration's hooks the same way.
+A worker in which any of ``on_starting``, ``post_fork`` and ``post_worker_init`` did not run
+logs a warning on its first request; ``wsgi-pool explain`` checks the configuration's hooks
+the same way.
 """
 
 from __future__ import annotations
