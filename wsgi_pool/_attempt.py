@@ -14,14 +14,14 @@ This module imports nothing from requests or urllib3.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Timings:
+class Timings(NamedTuple):
     """Where one call's time went, as ``response.timings`` (its last try's phases): what Go's
     ``httptrace`` and OkHttp's ``EventListener`` tell. Seconds; None for a phase that did not
-    happen (no wait, a reused connection, plain http)."""
+    happen (no wait, a reused connection, plain http). A named tuple: made on every call, it
+    costs little."""
 
     waited: float | None
     """Waiting for a free pooled connection."""
