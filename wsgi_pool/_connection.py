@@ -126,9 +126,8 @@ class Pooled(_Base):
     wp_requests: int = 0  # requests sent on its socket
     wp_idle_limit: float = math.inf  # the server's keep-alive hint, less a margin
     wp_stats: Counters  # its upstream's counters (set by the pool that makes it)
-    egress: EgressPolicy | None = (
-        None  # set per process by connection_classes, as are the two below
-    )
+    # Set per process by connection_classes, as are the two below.
+    egress: EgressPolicy | None = None
     outliers: Outliers | None = None
     made: weakref.WeakSet[Any]
     response_class = Response

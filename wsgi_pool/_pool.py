@@ -191,12 +191,10 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             ):
                 conn.close()  # idle too long: the server may be closing it right now
                 self.stats.add("idle_expired")
-            elif now > getattr(conn, "wp_retire_at", math.inf):
+            elif self._retired(conn, now):
                 conn.close()  # too old (it aged while idle): a new one, perhaps elsewhere
                 self.stats.add("retired")
-            elif self.outliers is not None and self.outliers.ejected(
-                getattr(conn, "wp_address", None), conn.port
-            ):
+            elif self._address_ejected(conn):
                 conn.close()  # its address is ejected: a new one, elsewhere or failing at once
                 self.stats.add("discarded")
         # Kept: open before this call took it (a tunnel through a proxy opens after this).
@@ -265,6 +263,16 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 self.stats.add("discarded")  # closed after use, or no room to keep it
         super()._put_conn(conn)
 
+    def _address_ejected(self, conn: Any) -> bool:
+        """Whether ``conn`` reached an address the outliers have ejected (a tool's own
+        connection, which names no address, never has)."""
+        address = getattr(conn, "wp_address", None)
+        return (
+            self.outliers is not None
+            and address is not None
+            and self.outliers.ejected(address, conn.port)
+        )
+
     def _retired(self, conn: Any, now: float) -> bool:
         """Whether ``conn`` is past ``max_connection_age`` or ``max_requests_per_connection``."""
         if now > getattr(conn, "wp_retire_at", math.inf):
@@ -303,6 +311,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             attempt.reused = reused
         self.stats.sent(reused=reused)
         conn.wp_sent = True
+        opening = getattr(conn, "sock", None) is None  # connected (and TLS) inside this send
         sending = time.monotonic()
         try:
             response = super()._make_request(conn, method, url, body, headers, *args, **kwargs)
@@ -319,23 +328,22 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             conn.wp_requests = 1
             age = self.max_age
             conn.wp_retire_at = (
-                math.inf
-                if age is None
-                else time.monotonic() + age * (1 - AGE_JITTER * random.random())  # noqa: S311  (jitter)
+                math.inf if age is None else sending + age * (1 - AGE_JITTER * random.random())  # noqa: S311  (jitter)
             )
             conn.wp_idle_limit = math.inf
         hint = response.headers.get("keep-alive")
         if hint is not None:
             conn.wp_idle_limit = keep_alive_limit(hint)
-        if self.outliers is not None and self.outliers.answers is not None:
-            address = getattr(conn, "wp_address", None)
+        address = getattr(conn, "wp_address", None)
+        if self.outliers is not None and self.outliers.answers is not None and address is not None:
             ejected = self.outliers.answered(address, conn.port, response.status)
             if ejected is not None:
                 conn.ejected(address, ejected, "5xx answers")
         if attempt is not None:
             attempt.answered = True
-            # From the request going out (a new connection's set-up aside) to the head.
-            setup = (attempt.connect or 0.0) + (attempt.tls or 0.0)
+            # From the request going out to the head: a connection opened in this send (not a
+            # proxy's tunnel, opened before) is set aside.
+            setup = (attempt.connect or 0.0) + (attempt.tls or 0.0) if opening else 0.0
             attempt.first_byte = max(time.monotonic() - sending - setup, 0.0)
             if attempt.unread and self.slots is not None:
                 # A body the caller may drop unread (streamed, or a response hook raised before
