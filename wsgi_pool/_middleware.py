@@ -48,23 +48,40 @@ REQUEST_ID_KEY: Final = "wsgi_pool.request_id"
 """The environ key of the request id (the incoming one if valid, else a fresh one)."""
 
 
-class PoolMiddleware:
-    """Wrap a WSGI app so each request finds a pooled, request-scoped client in its environ."""
+class Serves:
+    """What a middleware (the WSGI one, Django's) keeps of its settings: checked when it is
+    made, the process's own if given in code, and the pools of each request.
 
-    def __init__(self, app: WSGIApplication, config: PoolConfig | None = None) -> None:
-        self.app = app
+    Mutable state: ``_pools``, the pools of its last request (replaced, never changed).
+    """
+
+    def __init__(self, config: PoolConfig | None) -> None:
         self.config = config
         self._pools: WorkerPools | None = None
         _integrations.check(_process.env_config() if config is None else config)
         if config is not None:
             _process.adopt(config)
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    def pools_for(self, environ: Mapping[str, Any]) -> tuple[PoolConfig | None, WorkerPools]:
+        """The config and the pools this request's calls use; on the process's first request
+        (or when the pools changed), the gunicorn hooks are checked."""
         config = _process.own_config(self.config)
         pools = _process.current(self._pools, config)
-        if pools is not self._pools:  # the process's first request (or the pools changed)
+        if pools is not self._pools:
             self._pools = pools
             _process.check_hooks(environ)
+        return config, pools
+
+
+class PoolMiddleware(Serves):
+    """Wrap a WSGI app so each request finds a pooled, request-scoped client in its environ."""
+
+    def __init__(self, app: WSGIApplication, config: PoolConfig | None = None) -> None:
+        self.app = app
+        super().__init__(config)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        config, pools = self.pools_for(environ)
         exporter = metrics_endpoint(pools, environ)
         if exporter is not None:
             return exporter.serve(environ, start_response)

@@ -89,7 +89,7 @@ _server: ServerReport | None = None
 _env_default: PoolConfig | None = None
 _completed: dict[PoolConfig | None, PoolConfig] = {}
 _master: int | None = None  # the gunicorn master's process id (on_starting), if known
-_adopted: list[PoolConfig] = []  # configs the app gave in code, in order
+_adopted: PoolConfig | None = None  # the config the app gave in code (the last), if any
 _hooks_ran: set[str] = set()  # the gunicorn hooks that ran here (or in the master, before fork)
 _hooks_checked: int | None = None  # the process that checked them on its first request
 _factories: list[ExtensionFactory] = []
@@ -197,14 +197,14 @@ def _server_here() -> ServerReport | None:
 def default_config() -> PoolConfig:
     """The settings of this process: those the app gave in code (:func:`adopt`), else the
     ``WSGI_POOL_*`` variables."""
-    return _adopted[-1] if _adopted else env_config()
+    return env_config() if _adopted is None else _adopted
 
 
 def own_config(config: PoolConfig | None) -> PoolConfig | None:
     """What a middleware given ``config`` (None: none of its own) calls with: None means the
     process's settings, which are the ``WSGI_POOL_*`` variables unless an app gave others in
     code; then the variables, explicitly."""
-    if config is None and _adopted:
+    if config is None and _adopted is not None:
         return env_config()
     return config
 
@@ -223,20 +223,21 @@ def adopt(config: PoolConfig) -> None:
     ``WSGI_POOL``): it becomes the process's settings, so ``wsgi_pool.client()`` and
     ``wsgi_pool.adapter()`` use the same pools as the requests. A second, different one is
     warned of (calls through each keep their own settings)."""
-    if _adopted and _adopted[-1] != config:
+    global _adopted
+    if _adopted is not None and _adopted != config:
         logger.warning(
             "wsgi_pool: two different configs given in code in one process; "
             "wsgi_pool.client() and wsgi_pool.adapter() use the last"
         )
-    _adopted[:] = [config]
+    _adopted = config
     _completed.clear()
     _policies.clear()
 
 
 def forget_adopted() -> None:
     """Back to the ``WSGI_POOL_*`` settings, read again (tests)."""
-    global _env_default
-    _adopted.clear()
+    global _env_default, _adopted
+    _adopted = None
     _env_default = None
     _completed.clear()
     _policies.clear()

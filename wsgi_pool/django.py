@@ -14,8 +14,7 @@ Limitations: the client is released when Django closes the response (after a str
 is sent), as the WSGI middleware does; ``client_from(request.META)`` finds it too. A bad
 ``WSGI_POOL`` is reported by ``manage.py check`` (``wsgi_pool.E001``) and raises
 :class:`~wsgi_pool.ConfigError` when Django loads the app (it builds its middleware then).
-Code outside a request
-uses :func:`wsgi_pool.client`.
+Code outside a request uses :func:`wsgi_pool.client`.
 """
 
 from __future__ import annotations
@@ -29,11 +28,9 @@ from django.conf import settings
 from django.core import checks
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-from . import _integrations, _process
 from ._config import SETTINGS_KEY, from_settings
 from ._errors import ConfigError
-from ._middleware import Serving, bind_client, metrics_endpoint, within
-from ._worker import WorkerPools
+from ._middleware import Serves, Serving, bind_client, metrics_endpoint, within
 
 if TYPE_CHECKING:
     from .prometheus import Exporter
@@ -43,23 +40,15 @@ __all__ = ["ClientMiddleware", "WsgiPoolAppConfig"]
 MIDDLEWARE_PATH = "wsgi_pool.django.ClientMiddleware"
 
 
-class ClientMiddleware:
+class ClientMiddleware(Serves):
     """Each request gets a client over the process's pools: ``request.http``."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
-        self.config = from_settings(SETTINGS_KEY, getattr(settings, SETTINGS_KEY, None))
-        self._pools: WorkerPools | None = None
-        _integrations.check(_process.env_config() if self.config is None else self.config)
-        if self.config is not None:
-            _process.adopt(self.config)
+        super().__init__(from_settings(SETTINGS_KEY, getattr(settings, SETTINGS_KEY, None)))
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        config = _process.own_config(self.config)
-        pools = _process.current(self._pools, config)
-        if pools is not self._pools:  # the process's first request (or the pools changed)
-            self._pools = pools
-            _process.check_hooks(request.META)
+        config, pools = self.pools_for(request.META)
         exporter = metrics_endpoint(pools, request.META)
         if exporter is not None:
             return _metrics_response(exporter, request)
