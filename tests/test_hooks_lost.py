@@ -116,16 +116,16 @@ def test_explain_checks_the_hooks_as_a_worker_would(tmp_path: Path) -> None:
     no hooks the sizing shown is the one the workers really get."""
     replaced = explain(["-c", conf(tmp_path, OWN_POST_FORK), "-k", "gthread", "--threads", "16"])
     assert replaced.sizing.pool_maxsize == 16
-    assert replaced.hooks == (
+    assert replaced.notes == (
         "post_fork is a hook of your own that does not call wsgi_pool's: pools made while the "
         "app is imported are sized without the worker's concurrency (call "
         "wsgi_pool.gunicorn.post_fork from it)",
     )
     composed = explain(["-c", conf(tmp_path, COMPOSED), "-k", "gthread", "--threads", "16"])
-    assert composed.hooks == ()
+    assert composed.notes == ()
     none = explain(["-c", conf(tmp_path, NO_HOOKS), "-k", "gthread", "--threads", "16"])
     assert none.sizing.pool_maxsize == 10
-    assert [w.split(" ")[0] for w in none.hooks] == hooks.__all__  # every one is missing
+    assert [w.split(" ")[0] for w in none.notes] == hooks.__all__  # every one is missing
     out = io.StringIO()
     assert main(["explain", "-c", conf(tmp_path, NO_HOOKS)], out) == 0
     text = out.getvalue()

@@ -45,8 +45,9 @@ class Explanation:
     worker_timeout: float
     config: PoolConfig
     sizing: PoolSizing
-    hooks: tuple[str, ...] = ()
-    """What the configuration's hooks leave undone (each a warning)."""
+    notes: tuple[str, ...] = ()
+    """What the configuration's hooks leave undone, and what the integrations warn of (each
+    a warning, before the sizing's own)."""
 
     @property
     def per_upstream(self) -> int:
@@ -83,7 +84,7 @@ class Explanation:
                 origin: {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
                 for origin, settings in self.config.upstreams.items()
             },
-            "warnings": [*self.hooks, *sizing.warnings],
+            "warnings": [*self.notes, *sizing.warnings],
             "not_seen": NOT_SEEN,
         }
 
@@ -224,7 +225,7 @@ def explain(argv: Sequence[str], environ: dict[str, str] | None = None) -> Expla
         worker_timeout=float(cfg.timeout),
         config=config,
         sizing=size_pools(config),
-        hooks=(*hooks.values(), *notes),
+        notes=(*hooks.values(), *notes),
     )
 
 

@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from ._stats import BUCKETS, CONNECTION_BUCKETS, Sink, method_name, origin_parts
+from ._stats import BUCKETS, CONNECTION_BUCKETS, Sink, error_type, method_name, origin_parts
 from ._worker import Extension
 
 if TYPE_CHECKING:
@@ -158,11 +158,9 @@ class _UpstreamSink:
         found = {**self._attributes, "http.request.method": method_name(method)}
         if status is not None:
             found["http.response.status_code"] = status
-        if error is not None:
-            kind = type(error)
-            found["error.type"] = f"{kind.__module__}.{kind.__qualname__}"
-        elif status is not None and status >= 400:
-            found["error.type"] = str(status)
+        kind = error_type(error, status)
+        if kind:
+            found["error.type"] = kind
         self._instruments.duration.record(seconds, found)
 
     def failed(self, error: BaseException) -> None:

@@ -75,6 +75,17 @@ KNOWN_METHODS: Final = frozenset(
 )
 
 
+def error_type(error: BaseException | None, status: int | None) -> str:
+    """OpenTelemetry's ``error.type`` of a call: the exception's class, else a 4xx or 5xx
+    status, else "" (it succeeded)."""
+    if error is not None:
+        kind = type(error)
+        return f"{kind.__module__}.{kind.__qualname__}"
+    if status is not None and status >= 400:
+        return str(status)
+    return ""
+
+
 def method_name(method: str | None) -> str:
     """``http.request.method`` as OpenTelemetry names it: a known method, else ``_OTHER``
     (bounded: a caller's own verbs do not grow the metrics)."""

@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._multiproc import collector
-from ._stats import BUCKETS, CONNECTION_BUCKETS, Sink, method_name, origin_parts
+from ._stats import BUCKETS, CONNECTION_BUCKETS, Sink, error_type, method_name, origin_parts
 from ._worker import Extension
 
 if TYPE_CHECKING:
@@ -165,16 +165,6 @@ def origin_labels(upstream: str) -> tuple[str, str, str]:
     """``server_address``, ``server_port`` and ``url_scheme`` of an upstream."""
     scheme, address, port = origin_parts(upstream)
     return address, "" if port is None else str(port), scheme
-
-
-def error_type(error: BaseException | None, status: int | None) -> str:
-    """OpenTelemetry's ``error.type``: the exception's class, else a 4xx or 5xx status, else ""."""
-    if error is not None:
-        kind = type(error)
-        return f"{kind.__module__}.{kind.__qualname__}"
-    if status is not None and status >= 400:
-        return str(status)
-    return ""
 
 
 class _UpstreamSink:
