@@ -13,6 +13,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import wsgi_pool
+from tests.support import wait_until
 from wsgi_pool import ConfigError, PoolConfig, UpstreamRefused
 from wsgi_pool._stats import BUCKETS
 from wsgi_pool.testing import Upstream, free_port
@@ -161,7 +162,7 @@ def test_waits_the_other_upstream_and_stale_pools(
         held = http.get(f"{upstream.url}/s?size=10", stream=True)
         waiter = threading.Thread(target=lambda: http.get(f"{upstream.url}/w"))
         waiter.start()
-        threading.Event().wait(0.2)
+        assert wait_until(lambda: http.pools.stats()[upstream.url].waiting == 1)
         held.close()
         waiter.join(10)
         port = int(upstream.url.rsplit(":", 1)[1])
