@@ -86,3 +86,18 @@ def test_a_wait_outside_a_call_is_bounded_too(upstream: Upstream) -> None:
         with pytest.raises(EmptyPoolError):
             pool._get_conn(timeout=0.05)
         pool._put_conn(conn)
+
+
+def test_through_a_proxys_tunnel(https_upstream: Upstream, ca_file: str) -> None:
+    """The tunnel (connect, CONNECT, TLS) opens before the request is sent: the phases are
+    all measured, and the first byte is counted from the send, not from the tunnel."""
+    from tests.proxy import Proxy  # noqa: PLC0415
+
+    with Proxy() as proxy, wsgi_pool.client(PoolConfig(ca_bundle=ca_file)) as http:
+        spent = timings(http.get(f"{https_upstream.url}/a?delay=0.1", proxies={"https": proxy.url}))
+        assert proxy.tunnels == 1
+    assert spent is not None
+    assert (spent.connect or 0) > 0
+    assert (spent.tls or 0) > 0
+    assert (spent.first_byte or 0) >= 0.1  # the upstream's delay, whatever the tunnel took
+    assert spent.reused is False
