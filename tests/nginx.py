@@ -43,6 +43,10 @@ http {{
 LOCATIONS = """
         location / { return 200 "ok"; }
         location /echo { return 200 "$arg_id"; }
+        location = /json {
+            default_type application/json;
+            return 200 '{"id": 42, "name": "instructions", "tags": ["a", "b", "c"], "price": 12.5, "stock": true, "owner": {"id": 7, "name": "w"}, "pad": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}';
+        }
         location = /cached { add_header Cache-Control "max-age=600"; return 200 "cached"; }
         location = /nginx_status { stub_status; }
 """

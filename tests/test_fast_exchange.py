@@ -174,3 +174,42 @@ def test_quick_targets_are_urllib3_targets() -> None:
 def test_targets_left_to_urllib3(url: str) -> None:
     """No scheme, no path, a query or fragment before the path, ``//``, a space: urllib3 decides."""
     assert plain_target(url) is None
+
+
+def test_remembered_routes_are_bounded(
+    upstream: Upstream, second_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings, counters and budget found per upstream are kept up to a bound; past it
+    the memory starts again, and each call still gets its own upstream's."""
+    from wsgi_pool import _adapter  # noqa: PLC0415
+
+    monkeypatch.setattr(_adapter, "MAX_ROUTES", 1)
+    with Client() as client:
+        for url in (upstream.url, second_upstream.url, upstream.url):
+            assert client.get(f"{url}/r").json()["path"] == "/r"
+        routes = client.pools.adapter._routes
+        assert len(routes) == 1
+        ((_, origin),) = routes
+        assert origin == upstream.url
+        assert client.pools.stats()[second_upstream.url].calls == 1
+
+
+def test_a_policy_worked_out_while_settings_change_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A policy worked out while the process's settings were being replaced (the server's
+    report came in meanwhile) is used for that call, not remembered for the next."""
+    from wsgi_pool import _process  # noqa: PLC0415
+
+    real = _process.effective
+
+    def racing(config: Any) -> Any:
+        _process._forget_policies()  # the settings change while this one is worked out
+        return real(config)
+
+    monkeypatch.setattr(_process, "effective", racing)
+    first = _process.policy(None)
+    assert _process._last_policy is None
+    monkeypatch.undo()
+    assert _process.policy(None).config == first.config
+    assert _process._last_policy is not None

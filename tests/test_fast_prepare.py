@@ -13,13 +13,15 @@ import pytest
 import requests
 
 from wsgi_pool import Client
+from wsgi_pool._fast.exchange import target_of
 from wsgi_pool._fast.prepare import prepared_url
 
 
-def _prepared_by_requests(url: str) -> str | None:
+def _prepared_by_requests(url: str) -> tuple[str | None, str]:
+    """The URL requests prepares, and the target its adapter hands urllib3 for it."""
     prepared = requests.PreparedRequest()
     prepared.prepare_url(url, None)
-    return prepared.url
+    return prepared.url, target_of(prepared)
 
 
 def test_quick_urls_are_requests_urls() -> None:
@@ -45,7 +47,9 @@ def test_quick_urls_are_requests_urls() -> None:
         found = prepared_url(url)
         if found is not None:
             quick += 1
-            assert found == _prepared_by_requests(url), url
+            url_made, target = _prepared_by_requests(url)
+            assert found[0] == url_made, url
+            assert found[1].startswith("//") or found[1] == target, url
     assert quick > 2_000  # the quick path is the common one, not a corner
 
 
@@ -70,7 +74,8 @@ def test_which_urls_are_quick(url: str, quick: bool) -> None:
     found = prepared_url(url)
     assert (found is not None) == quick
     if found is not None:
-        assert found == _prepared_by_requests(url)
+        assert found[0] == _prepared_by_requests(url)[0]
+        assert found[1] == _prepared_by_requests(url)[1]
 
 
 def _hook(response: requests.Response, **kwargs: Any) -> None:
@@ -99,6 +104,17 @@ CASES: list[Any] = [
     pytest.param({"hook": _hook}, {}, id="client hook"),
     pytest.param({"hook": _hook}, {"hooks": {"response": [_hook]}}, id="client and call hooks"),
     pytest.param({}, {"method": b"get", "url": b"http://127.0.0.1:9/b"}, id="bytes"),
+    pytest.param(
+        {},
+        {"method": "POST", "data": b'{"a": 1}', "headers": {"Content-Type": "application/json"}},
+        id="bytes posted with a header",
+    ),
+    pytest.param({}, {"headers": {"accept": "text/plain", "X-B": b"v"}}, id="header case"),
+    pytest.param({}, {"headers": {b"X-Bytes-Name": "v"}}, id="header name in bytes"),
+    pytest.param({}, {"method": "POST", "data": b""}, id="empty bytes"),
+    pytest.param({}, {"method": "DELETE"}, id="no body, a length"),
+    pytest.param({}, {"method": "HEAD"}, id="no body, no length"),
+    pytest.param({}, {"method": "POST", "data": "text"}, id="text"),
 ]
 
 
@@ -210,3 +226,48 @@ def test_send_refuses_an_unprepared_request() -> None:
     """``send`` of a Request, not a PreparedRequest, is requests' ValueError."""
     with Client() as client, pytest.raises(ValueError, match="PreparedRequests"):
         client.send(requests.Request("GET", "http://127.0.0.1:9/"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"X-Bad": "a\nb"}, id="line break"),
+        pytest.param({"X-Bad": ["a"]}, id="unhashable value"),
+        pytest.param({"X-Bad": 1}, id="number"),
+        pytest.param({"X-Bad": "a\nb", "Accept": "\n"}, id="two bad, requests' order"),
+    ],
+)
+def test_bad_call_headers_fail_as_requests_fails(headers: dict[str, Any]) -> None:
+    """A header requests refuses is refused with requests' own error, the same one first."""
+    errors = []
+    for session in (requests.Session(), Client()):
+        with pytest.raises(requests.exceptions.InvalidHeader) as caught:
+            session.prepare_request(requests.Request("GET", "http://127.0.0.1:9/", headers=headers))
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+
+
+def test_header_pairs_checked_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked (name, value) pairs are remembered up to a bound; past it they are checked each time."""
+    from wsgi_pool._fast import prepare  # noqa: PLC0415
+
+    monkeypatch.setattr(prepare, "MAX_CHECKED", len(prepare._checked_pairs))
+    client = Client()
+    for number in range(3):
+        prepared = client.prepare_request(
+            requests.Request("GET", "http://127.0.0.1:9/", headers={"X-N": str(number)})
+        )
+        assert prepared.headers["X-N"] == str(number)
+        assert ("X-N", str(number)) not in prepare._checked_pairs
+
+
+def test_a_prepared_requests_cookie_jar_is_made_once_and_can_be_replaced() -> None:
+    """The cookie jar requests gives every prepared request is there when asked, made once."""
+    prepared: Any = Client().prepare_request(requests.Request("GET", "http://127.0.0.1:9/"))
+    jar = prepared._cookies
+    assert prepared._cookies is jar
+    assert len(jar) == 0
+    replacement = requests.cookies.RequestsCookieJar()
+    prepared._cookies = replacement
+    assert prepared._cookies is replacement
+    assert prepared.copy()._cookies is not replacement  # requests' copy copies the jar

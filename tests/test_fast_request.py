@@ -159,3 +159,24 @@ def test_header_names_checked_are_bounded() -> None:
     assert len(_transport._checked_names) == _transport.MAX_NAMES
     assert _transport.request_head("GET", "/", {**base, "Bad:Name": "v"}, "Host: h", None) is None
     assert _transport.request_head("GET", "/ x", base, "Host: h", None) is None
+
+
+def test_header_blocks_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checked lines of a set of headers are remembered up to a bound, then forgotten; a
+    set holding an unhashable value is checked each time (and refused)."""
+    from requests.structures import CaseInsensitiveDict  # noqa: PLC0415
+
+    _transport._blocks.clear()
+    monkeypatch.setattr(_transport, "MAX_NAMES", 3)
+    base = {"User-Agent": "u", "Accept-Encoding": "gzip"}
+    heads = []
+    for number in range(5):
+        headers = CaseInsensitiveDict({**base, "X-N": str(number)})
+        heads.append(_transport.request_head("GET", "/", headers, "Host: h", None))
+        assert len(_transport._blocks) <= 3
+    assert (
+        heads[4]
+        == b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\nAccept-Encoding: gzip\r\nX-N: 4\r\n\r\n"
+    )
+    unhashable = CaseInsensitiveDict({**base, "X-L": ["v"]})
+    assert _transport.request_head("GET", "/", unhashable, "Host: h", None) is None

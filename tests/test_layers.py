@@ -45,11 +45,13 @@ LAYERS: list[tuple[str, list[str]]] = [  # bottom first
         [
             "_fast",
             "_fast.seams",
+            "_fast.headers",
             "_fast.head",
             "_fast.request",
             "_fast.exchange",
             "_fast.pools",
             "_fast.prepare",
+            "_fast.whole",
             "_fast.response",
             "_fast.session",
         ],

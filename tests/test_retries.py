@@ -94,3 +94,18 @@ def test_retry_budget_allows_a_floor_and_a_share() -> None:
     for _ in range(4):
         budget.record_request()
     assert [budget.try_retry() for _ in range(3)] == [True, True, False]
+
+
+def test_an_idempotency_key_makes_a_request_replay_safe_whatever_its_headers() -> None:
+    """An ``Idempotency-Key`` (any case) makes a POST safe to send twice, in requests' headers
+    and in a plain dict a tool set."""
+    from requests.structures import CaseInsensitiveDict  # noqa: PLC0415
+
+    from wsgi_pool._fast.headers import QuickHeaders  # noqa: PLC0415
+    from wsgi_pool._retry import replay_safe  # noqa: PLC0415
+
+    for kind in (dict, CaseInsensitiveDict, QuickHeaders):
+        assert replay_safe("POST", kind({"idempotency-KEY": "k"}))
+        assert not replay_safe("POST", kind({"X-Other": "k"}))
+    assert replay_safe("get", None)
+    assert not replay_safe("POST", None)

@@ -288,3 +288,28 @@ def test_a_tools_own_response_class_is_kept(
     response = http.get(f"{upstream.url}/own")
     assert type(response) is Recorded
     assert response.json()["path"] == "/own"
+
+
+def test_a_group_with_a_deleted_function_is_judged_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A function deleted from a class fails the group's fetch: the group is patched, and its
+    verdict is not remembered (it is right again once the function is back)."""
+    group = seams.Group(
+        seams.Seam(
+            requests.adapters.HTTPAdapter,
+            "build_response",
+            home=requests.adapters._urllib3_request_context.__code__.co_filename,
+        )
+    )
+    assert group.intact()
+    monkeypatch.delattr(requests.adapters.HTTPAdapter, "build_response")
+    assert not group.intact()
+    assert not group.intact()
+    monkeypatch.undo()
+    assert group.intact()
+
+
+def test_a_group_fetches_each_class_once() -> None:
+    """Seams of one class are fetched together, however many the group names."""
+    assert len(seams.WHOLE._fetch) == len({seam.owner for seam in seams.WHOLE.seams})

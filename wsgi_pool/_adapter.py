@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -29,13 +29,14 @@ from urllib3 import HTTPConnectionPool
 
 from . import _deadline, _propagation
 from ._call import Call
-from ._config import PoolConfig
+from ._config import PoolConfig, UpstreamSettings
 from ._connection import release_copies
 from ._egress import EgressPolicy
 from ._errors import SharedStateError
 from ._fast import seams
 from ._fast.pools import PoolKeys
 from ._fast.response import build
+from ._fast.whole import WholeResponse
 from ._origins import origin_of
 from ._outliers import Outliers
 from ._policy import Policy
@@ -44,6 +45,12 @@ from ._response import Response
 from ._retry import RetryBudget
 from ._sizing import PoolSizing
 from ._stats import Counters, Registry
+
+MAX_ROUTES: Final = 1024
+"""(policy, upstream) pairs whose settings, counters and budget are kept found; past that the
+memory starts again."""
+
+_Route = tuple[UpstreamSettings, Counters, RetryBudget]
 
 
 class ResponseCache(Protocol):
@@ -120,6 +127,7 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         self._budgets: dict[tuple[str, float, float], RetryBudget] = {}
         self._slots = weakref.WeakValueDictionary() if slots is None else slots
         self._keys = PoolKeys()
+        self._routes: dict[tuple[Policy, str], _Route] = {}
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self.outliers = (
             None
@@ -208,6 +216,19 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
             found = self._slots.setdefault(key, Slots(self.sizing.pool_maxsize))
         return found
 
+    def _route(self, policy: Policy, origin: str) -> _Route:
+        """What calls to ``origin`` under ``policy`` use: its settings, counters and retry
+        budget (found once per policy and upstream)."""
+        key = (policy, origin)
+        found = self._routes.get(key)
+        if found is None:
+            stats = self.stats.for_upstream(origin)
+            found = (policy.settings_for(origin), stats, self.budget_for(stats, policy.config))
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            self._routes[key] = found
+        return found
+
     def budget_for(self, stats: Counters, config: PoolConfig) -> RetryBudget:
         """The retry budget of the upstream ``stats`` counts, for ``config``'s retry settings."""
         key = (stats.upstream, config.retry_budget, config.retry_budget_min_per_second)
@@ -274,17 +295,17 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
             # a second pool; verify=False is no risk either.
             verify, cert = True, None
         try:
-            stats = self.stats.for_upstream(origin)
+            settings, stats, budget = self._route(policy, origin)
             call = Call(
                 self,
                 request,
                 origin=origin,
                 deadline=deadline,
                 timeout=timeout,
-                settings=policy.settings_for(origin),
+                settings=settings,
                 config=policy.config,
                 sizing=self.sizing,
-                budget=self.budget_for(stats, policy.config),
+                budget=budget,
                 stats=stats,
                 trace=trace,
             )
@@ -306,10 +327,8 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         proxies: Any,
     ) -> requests.Response:
         """One try, no retries: the fast path, or requests' own send (a proxy, a patched seam)."""
-        if (
-            (proxies and select_proxy(request.url or "", proxies) is not None)
-            or not seams.ADAPTER.intact()
-            or not seams.URLOPEN.intact()
+        if (proxies and select_proxy(request.url or "", proxies) is not None) or not (
+            seams.TRY.intact()
         ):
             return HTTPAdapter.send(
                 self,
@@ -321,7 +340,8 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
                 proxies=proxies,
             )
         pool: Any = self._keys.pool_for(self.poolmanager, request, verify, cert)
-        return self.build_response(request, pool.send(request, timeout, self.max_retries))
+        answer = pool.send(request, timeout, self.max_retries, whole=self.http_cache is None)
+        return self.build_response(request, answer)
 
     def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
         """requests' response for urllib3's ``resp``, through the HTTP cache if there is one."""
@@ -331,7 +351,8 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         return self._built(req, resp, from_cache=from_cache)
 
     def _built(self, req: requests.PreparedRequest, resp: Any, *, from_cache: bool) -> Response:
-        if seams.RESPONSE.intact():
+        # An answer read whole was read so because seams.WHOLE (RESPONSE among them) held.
+        if type(resp) is WholeResponse or seams.RESPONSE.intact():
             return build(Response, req, resp, self, from_cache=from_cache)
         response = HTTPAdapter.build_response(self, req, resp)  # a tool's, or requests'
         if type(response) is requests.Response:

@@ -14,7 +14,7 @@ This module imports nothing from requests or urllib3.
 from __future__ import annotations
 
 import contextvars
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 
 class Timings(NamedTuple):
@@ -47,14 +47,26 @@ def timings(response: object) -> Timings | None:
 class Attempt:
     """One try: what the call asked of the pool, and what the pool saw."""
 
-    __slots__ = ("answered", "connect", "first_byte", "fresh", "reused", "tls", "unread", "waited")
+    __slots__ = (
+        "answered",
+        "connect",
+        "first_byte",
+        "fresh",
+        "reused",
+        "tls",
+        "unread",
+        "waited",
+        "whole",
+    )
 
-    def __init__(self, *, fresh: bool = False, unread: bool = False) -> None:
+    def __init__(self, *, fresh: bool = False, unread: bool = False, whole: int = 0) -> None:
         self.fresh = fresh
         """Asked by the call: the try must not go out on a connection opened before it."""
         self.unread = unread
         """Said by the call: the response may be dropped with its body unread (streamed, or
         response hooks run before the body is read)."""
+        self.whole = whole
+        """Said by the call: the longest body the pool may read with the head, at once (0: none)."""
         self.reused: bool | None = None
         """Set by the pool: the request went out on a connection already open (None: not sent)."""
         self.answered = False
@@ -82,14 +94,10 @@ _current: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
 )
 
 
-def current() -> Attempt | None:
-    """The try running in this thread (or greenlet), if a call opened one."""
-    return _current.get()
-
-
-def bind(attempt: Attempt) -> contextvars.Token[Attempt | None]:
-    return _current.set(attempt)
-
-
-def unbind(token: contextvars.Token[Attempt | None]) -> None:
-    _current.reset(token)
+# The context variable's own methods, called directly on every call's path (no Python frame).
+current: Final = _current.get
+"""``current()``: the try running in this thread (or greenlet), if a call opened one."""
+bind: Final = _current.set
+"""``bind(attempt)``: ``attempt`` runs in this context; the token for :func:`unbind`."""
+unbind: Final = _current.reset
+"""``unbind(token)``: the try bound with ``token`` is over."""

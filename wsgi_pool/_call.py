@@ -41,6 +41,7 @@ from ._failures import (
     UpstreamEjected,
     UpstreamUnreachable,
 )
+from ._fast import whole as whole_module
 from ._outliers import Ejected
 from ._pool import DeadlineWhileWaiting, Shed
 from ._propagation import Propagation
@@ -110,6 +111,14 @@ def operation_timeouts(timeout: Any, connect: float, read: float) -> tuple[float
     return _seconds(checked.connect_timeout), _seconds(checked.read_timeout)
 
 
+def checked_timeout(connect: float, read: float) -> Timeout:
+    """urllib3's ``Timeout(connect=connect, read=read)`` for two numbers checked already
+    (positive, or inf), made without checking them again."""
+    made = Timeout.__new__(Timeout)
+    made._connect, made._read, made.total, made._start_connect = connect, read, None, None
+    return made
+
+
 def _seconds(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else _NEVER
 
@@ -174,7 +183,7 @@ class Call:
         status = None
         self.stats.started()
         try:
-            response = self._run(**kwargs)
+            response = self._tries(kwargs)
             status = response.status_code
             return response
         except Exception as exc:
@@ -186,7 +195,7 @@ class Call:
                 time.monotonic() - started, error, self.request.method or "GET", status
             )
 
-    def _run(self, **kwargs: Any) -> requests.Response:
+    def _tries(self, kwargs: dict[str, Any]) -> requests.Response:
         request = self.request
         propagate = self.settings.propagate
         # Only a plain-http call's headers reach the sidecar (it cannot read an https one's).
@@ -201,6 +210,10 @@ class Call:
         fresh = False
         tries = 0
         unread = bool(kwargs.get("stream") or (request.hooks or {}).get("response"))
+        # A body read with the head (the answer read whole): never one the caller streams or
+        # a hook sees first, never one over the cap (that one fails unread, in check_head).
+        cap = self.settings.max_response_bytes
+        whole = 0 if unread else min(cap or whole_module.MAX_WHOLE, whole_module.MAX_WHOLE)
         while True:
             remaining = self.deadline.remaining()
             if remaining <= 0:
@@ -217,11 +230,11 @@ class Call:
             connect, read, connect_capped, read_capped = attempt_timeouts(
                 self.connect, self.read, remaining
             )
-            attempt = Attempt(fresh=fresh, unread=unread)
+            attempt = Attempt(fresh=fresh, unread=unread, whole=whole)
             token = _attempt.bind(attempt)
             try:
                 response = self.transport.attempt(
-                    request, timeout=Timeout(connect=connect, read=read), **kwargs
+                    request, timeout=checked_timeout(connect, read), **kwargs
                 )
             except Exception as exc:
                 tries += 1
@@ -231,7 +244,7 @@ class Call:
                 _attempt.unbind(token)
             fresh = False
             tries += 1
-            if self._should_retry(response):
+            if response.status_code in self.retries.statuses and self._should_retry(response):
                 continue
             if attempt.reused is not None:  # it went through the pools (not a mock, the cache)
                 response.timings = attempt.timings(tries)  # type: ignore[attr-defined]  # ours

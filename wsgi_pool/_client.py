@@ -56,12 +56,20 @@ def adapter(config: PoolConfig | None = None) -> ProcessAdapter:
     Safe at import and in the gunicorn master: each send finds the pools of the process it
     runs in. The session's cookies, headers and auth stay its own.
     """
+    global _last_adapter
+    last = _last_adapter  # read once: another thread may replace it meanwhile
+    if last is not None and last[0] is config:
+        return last[1]  # a process mostly asks for one config (whose hash covers every field)
     found = _adapters.get(config)
     if found is None:
         if len(_adapters) >= MAX_ADAPTERS:
             _adapters.clear()  # configs made per call: start again rather than grow
         found = _adapters.setdefault(config, ProcessAdapter(config))
+    _last_adapter = (config, found)
     return found
+
+
+_last_adapter: tuple[PoolConfig | None, ProcessAdapter] | None = None
 
 
 def _holds_connection(response: requests.Response) -> bool:
@@ -294,10 +302,14 @@ class Client(requests.Session):
         # check is the adapter's, once per call.
         pools = self._pools or self.pools
         base: Any = pools.proxies
-        if base and pools.no_proxy and pools.bypasses_proxy(parse_url(url or "").host):
-            base = {}
+        if not (base or proxies or self.proxies):
+            merged: Any = {}  # what merging three empty settings makes
+        else:
+            if base and pools.no_proxy and pools.bypasses_proxy(parse_url(url or "").host):
+                base = {}
+            merged = merge_setting(proxies, merge_setting(self.proxies, base))
         return {
-            "proxies": merge_setting(proxies, merge_setting(self.proxies, base)),
+            "proxies": merged,
             "stream": merge_setting(stream, self.stream),
             "verify": merge_setting(verify, self.verify),
             "cert": merge_setting(cert, self.cert),

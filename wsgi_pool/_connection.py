@@ -40,7 +40,7 @@ from urllib3.util.connection import allowed_gai_family
 from . import _attempt, _deadline
 from ._deadline import os_socket
 from ._egress import EgressPolicy
-from ._fast import seams
+from ._fast import seams, whole
 from ._fast.head import FastHead
 from ._fast.request import OneSend
 from ._outliers import Outliers
@@ -64,6 +64,11 @@ _read_headers: Callable[[Any], object] = getattr(
 
 class Response(FastHead):
     """http.client's response for the pools' connections: the final answer, and its framing checked."""
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        if whole.handed:  # bytes already received from this socket are read first
+            self.fp = whole.taken_over(sock, self.fp)
 
     def begin(self) -> None:
         if seams.HEAD.intact():

@@ -55,14 +55,6 @@ class Deadline:
     def remaining(self) -> float:
         return self.at - time.monotonic()
 
-    @classmethod
-    def start(cls, seconds: float, *, not_after: float | None = None) -> Deadline:
-        """A deadline ``seconds`` from now, or at ``not_after`` (a caller's budget) if that is sooner."""
-        now = time.monotonic()
-        if not_after is not None and not_after < now + seconds:
-            return cls(max(not_after - now, 0.0), at=not_after)
-        return cls(seconds, at=now + seconds)
-
     def __repr__(self) -> str:
         return f"<Deadline {self.seconds:g} s, {self.remaining():.3f} s left>"
 
@@ -77,17 +69,13 @@ _block_ends: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-def current() -> Deadline | None:
-    """The deadline of the call running in this thread (or greenlet), if any."""
-    return _current.get()
-
-
-def bind(deadline: Deadline | None) -> contextvars.Token[Deadline | None]:
-    return _current.set(deadline)
-
-
-def unbind(token: contextvars.Token[Deadline | None]) -> None:
-    _current.reset(token)
+# The context variable's own methods, called directly on every call's path (no Python frame).
+current: Final = _current.get
+"""``current()``: the deadline of the call running in this thread (or greenlet), if any."""
+bind: Final = _current.set
+"""``bind(deadline)``: the call running in this context has ``deadline``; a token for :func:`unbind`."""
+unbind: Final = _current.reset
+"""``unbind(token)``: back to the deadline before ``bind`` gave ``token``."""
 
 
 def start_call(seconds: float, not_after: float | None) -> Deadline:
@@ -95,7 +83,10 @@ def start_call(seconds: float, not_after: float | None) -> Deadline:
     block = _block_ends.get()
     if block is not None and (not_after is None or block < not_after):
         not_after = block
-    return Deadline.start(seconds, not_after=not_after)
+    now = time.monotonic()
+    if not_after is not None and not_after < now + seconds:
+        return Deadline(max(not_after - now, 0.0), at=not_after)
+    return Deadline(seconds, at=now + seconds)
 
 
 @contextlib.contextmanager
@@ -231,7 +222,8 @@ class Watchdog:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # taken directly on the calls' path (a C-level lock)
+        self._cond = threading.Condition(self._lock)
         self._armed: dict[Tracked, Deadline] = {}
         self._next = _NEVER
         self._thread: threading.Thread | None = None
@@ -240,7 +232,7 @@ class Watchdog:
 
     def arm(self, deadline: Deadline, conn: Tracked) -> None:
         """``conn`` carries ``deadline``'s call from now until :meth:`disarm`."""
-        with self._cond:
+        with self._lock:
             if self._stopped:
                 return
             self._armed[conn] = deadline
@@ -254,7 +246,7 @@ class Watchdog:
 
     def disarm(self, conn: Tracked) -> None:
         """``conn`` carries no call any more (it is back in the pool, or closed)."""
-        with self._cond:
+        with self._lock:
             self._armed.pop(conn, None)
 
     def _run(self) -> None:

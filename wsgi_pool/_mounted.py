@@ -41,7 +41,8 @@ class ProcessAdapter(ReadOnly, requests.adapters.BaseAdapter):
     def pools(self) -> WorkerPools:
         """This process's pools, as this adapter sends through them now."""
         pools = _process.current(self._pools, self.config)
-        object.__setattr__(self, "_pools", pools)
+        if pools is not self._pools:
+            object.__setattr__(self, "_pools", pools)
         return pools
 
     def send(  # noqa: PLR0917  (requests' adapter signature)

@@ -13,6 +13,7 @@ gunicorn master with it.
 from __future__ import annotations
 
 import functools
+import re
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
@@ -38,15 +39,15 @@ def normalize_origin(text: str) -> str:
     return f"{scheme}://{host}:{port or DEFAULT_PORTS[scheme]}"
 
 
+_SCHEME_AUTHORITY: Final = re.compile(r"(.*?)://([^/?#]*)", re.DOTALL)
+
+
 def authority_of(url: str) -> tuple[str, str]:
     """The scheme and authority of ``url``, as written: ``("https", "user@host:8443")``."""
-    scheme, _, rest = url.partition("://")
-    end = len(rest)
-    for mark in "/?#":
-        found = rest.find(mark, 0, end)
-        if found != -1:
-            end = found
-    return scheme, rest[:end]
+    found = _SCHEME_AUTHORITY.match(url)
+    if found is None:  # no "://": all scheme, as str.partition splits it
+        return url, ""
+    return found[1], found[2]
 
 
 def origin_of(url: str) -> str:

@@ -27,6 +27,7 @@ import collections
 import gc
 import math
 import random
+import select
 import threading
 import time
 import weakref
@@ -34,14 +35,18 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import urllib3.connectionpool
+import urllib3.util.wait
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import EmptyPoolError
+from urllib3.util.connection import is_connection_dropped
 
 from . import _attempt, _deadline
-from ._connection import connection_classes
+from ._connection import Pooled, connection_classes
 from ._egress import EgressPolicy
-from ._fast import seams
+from ._fast import seams, whole
 from ._fast.exchange import Exchange
+from ._fast.whole import WholeResponse
 from ._origins import pool_origin
 from ._outliers import Outliers
 from ._stats import Counters, Registry
@@ -55,6 +60,10 @@ _URLLIB3_POOLS: Final = {
     "http": urllib3.connectionpool.HTTPConnectionPool,
     "https": urllib3.connectionpool.HTTPSConnectionPool,
 }
+
+
+_EMPTY: Final = object()
+_IS_CONNECTED: Final = HTTPConnection.is_connected
 
 
 class DeadlineWhileWaiting(EmptyPoolError):
@@ -78,26 +87,37 @@ class Slots:
 
     Shared by every urllib3 pool made for the upstream: a pool evicted while its connections
     are in use keeps holding their slots until they come back. Mutable state: ``in_use``,
-    changed only under ``_lock``; the semaphore is its own.
+    ``waiting`` and ``unread``, changed only under ``_lock``; a slot given back wakes one
+    waiter (``_freed``) only if a call waits.
     """
 
-    __slots__ = ("__weakref__", "_free", "_lock", "in_use", "size", "unread", "waiting")
+    __slots__ = ("__weakref__", "_freed", "_lock", "in_use", "size", "unread", "waiting")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.in_use = 0
         self.waiting = 0  # calls waiting for a slot
         self.unread = 0  # of those in use: responses that may be dropped with the body unread
-        self._free = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
 
     def take(self, wait: float) -> bool:
         """Take a slot, waiting at most ``wait`` seconds; False if none came free."""
-        got = self._free.acquire(timeout=wait) if wait > 0 else self._free.acquire(blocking=False)
-        if got:
-            with self._lock:
+        with self._lock:
+            if self.in_use < self.size:
                 self.in_use += 1
-        return got
+                return True
+            if wait <= 0:
+                return False
+            ends = time.monotonic() + wait
+            while True:
+                self._freed.wait(wait)
+                if self.in_use < self.size:
+                    self.in_use += 1
+                    return True
+                wait = ends - time.monotonic()
+                if wait <= 0:
+                    return False
 
     def wait_begins(self, limit: int | None) -> bool:
         """One more call waits for a slot, unless ``limit`` calls already do (False)."""
@@ -122,7 +142,8 @@ class Slots:
             if self.in_use == 0:
                 return
             self.in_use -= 1
-        self._free.release()
+            if self.waiting:
+                self._freed.notify()
 
 
 class HTTPPool(Exchange, HTTPConnectionPool):
@@ -178,9 +199,9 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 self._wait_for_slot(slots, wait, short=short)
             # A slot is ours, so the queue has a place for us. Should this fail (the pool was
             # closed meanwhile), urllib3's caller gives the slot back with _put_conn(None).
-            conn = super()._get_conn(wait)
-            conn.wp_out = True  # type: ignore[attr-defined]  # it holds a slot until it comes back
-            conn.wp_lease = getattr(conn, "wp_lease", 0) + 1  # type: ignore[attr-defined]
+            conn = self._queued(wait)
+            conn.wp_out = True  # it holds a slot until it comes back
+            conn.wp_lease = getattr(conn, "wp_lease", 0) + 1
         if getattr(conn, "sock", None) is not None:
             attempt = _attempt.current()
             now = time.monotonic()
@@ -194,12 +215,28 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             elif self._retired(conn, now):
                 conn.close()  # too old (it aged while idle): a new one, perhaps elsewhere
                 self.stats.add("retired")
-            elif self._address_ejected(conn):
+            elif self.outliers is not None and self._address_ejected(conn):
                 conn.close()  # its address is ejected: a new one, elsewhere or failing at once
                 self.stats.add("discarded")
         # Kept: open before this call took it (a tunnel through a proxy opens after this).
         conn.wp_kept = getattr(conn, "sock", None) is not None  # type: ignore[attr-defined]
         return conn
+
+    def _queued(self, wait: float) -> Any:
+        """urllib3's ``_get_conn`` for a caller holding a slot, whose item in the queue is
+        there: taken without the queue's conditions (nothing waits on them here)."""
+        queue: Any = self.pool
+        # gevent's queue (monkey-patched) has no mutex: urllib3's own way there.
+        if queue is None or not hasattr(queue, "mutex") or not seams.POOL.intact():
+            return super()._get_conn(wait)
+        with queue.mutex:
+            items = queue.queue
+            conn: Any = items.pop() if items else _EMPTY
+        if conn is _EMPTY:  # pragma: no cover  (a slot holder always finds its item)
+            return super()._get_conn(wait)
+        if conn is not None and dropped(conn):
+            conn.close()  # as urllib3: closed by the server while idle
+        return conn or self._new_conn()
 
     def _wait_for_slot(self, slots: Slots, wait: float, *, short: bool) -> None:
         stats = self.stats
@@ -246,32 +283,63 @@ class HTTPPool(Exchange, HTTPConnectionPool):
             slots.give()
             if conn is not None:
                 conn.wp_out = False
-                _read(conn, slots)
+                if getattr(conn, "wp_unread", False):
+                    _read(conn, slots)
         if conn is not None:
             _deadline.watchdog().disarm(conn)
             conn.wp_idle_since = now = time.monotonic()
             sent = getattr(conn, "wp_sent", False)
             conn.wp_sent = False
-            if getattr(conn, "sock", None) is not None and self._retired(conn, now):
+            open_ = getattr(conn, "sock", None) is not None
+            if open_ and self._retired(conn, now):
                 conn.close()  # past its age or its requests: closed now, between calls
                 self.stats.add("retired")
-                sent = False
+                sent = open_ = False
             if sent and (
-                getattr(conn, "sock", None) is None
-                or (not self.block and self.pool is not None and self.pool.full())
+                not open_ or (not self.block and self.pool is not None and self.pool.full())
             ):
                 self.stats.add("discarded")  # closed after use, or no room to keep it
+        queue: Any = self.pool
+        if slots is not None and hasattr(queue, "mutex") and seams.POOL.intact():
+            # urllib3's put(block=False) into a queue with room, without its conditions'
+            # Python-level notify unless a caller waits on them (urllib3's own _get_conn).
+            with queue.mutex:
+                if len(queue.queue) < queue.maxsize:
+                    queue.queue.append(conn)
+                    queue.unfinished_tasks += 1
+                    if getattr(queue.not_empty, "_waiters", True):
+                        queue.not_empty.notify()
+                    return
         super()._put_conn(conn)
+
+    def _answered(self, conn: Any, response: Any, *, reused: bool, sending: float) -> None:
+        """What an answer tells of ``conn``: its requests, age and keep-alive hint, and of its
+        address (a 5xx, for the outliers)."""
+        if reused:
+            conn.wp_requests = getattr(conn, "wp_requests", 0) + 1
+        else:  # a new socket: its age and its server's keep-alive hint start afresh
+            conn.wp_requests = 1
+            age = self.max_age
+            conn.wp_retire_at = (
+                math.inf if age is None else sending + age * (1 - AGE_JITTER * random.random())  # noqa: S311  (jitter)
+            )
+            conn.wp_idle_limit = math.inf
+        found = response.wp_headers if type(response) is WholeResponse else response.headers
+        hint = found.get("keep-alive")
+        if hint is not None:
+            conn.wp_idle_limit = keep_alive_limit(hint)
+        address = getattr(conn, "wp_address", None)
+        if self.outliers is not None and self.outliers.answers is not None and address is not None:
+            ejected = self.outliers.answered(address, conn.port, response.status)
+            if ejected is not None:
+                conn.ejected(address, ejected, "5xx answers")
 
     def _address_ejected(self, conn: Any) -> bool:
         """Whether ``conn`` reached an address the outliers have ejected (a tool's own
         connection, which names no address, never has)."""
         address = getattr(conn, "wp_address", None)
-        return (
-            self.outliers is not None
-            and address is not None
-            and self.outliers.ejected(address, conn.port)
-        )
+        outliers: Any = self.outliers  # asked only while there are outliers to eject
+        return address is not None and bool(outliers.ejected(address, conn.port))
 
     def _retired(self, conn: Any, now: float) -> bool:
         """Whether ``conn`` is past ``max_connection_age`` or ``max_requests_per_connection``."""
@@ -313,8 +381,20 @@ class HTTPPool(Exchange, HTTPConnectionPool):
         conn.wp_sent = True
         opening = getattr(conn, "sock", None) is None  # connected (and TLS) inside this send
         sending = time.monotonic()
+        response: BaseHTTPResponse
         try:
-            response = super()._make_request(conn, method, url, body, headers, *args, **kwargs)
+            limit = attempt.whole if attempt is not None and reused else 0
+            if (
+                kwargs.pop("wp_whole", False)
+                and limit
+                and isinstance(conn, Pooled)  # the pools' own: nothing a tool put in its place
+                and seams.WHOLE.intact()
+            ):
+                response = whole.make_request(
+                    self, conn, method, url, body, headers, limit=limit, **kwargs
+                )
+            else:
+                response = super()._make_request(conn, method, url, body, headers, *args, **kwargs)
         except BaseException:
             # The caller (urlopen, or Exchange) closes it and gives its slot back empty.
             _deadline.watchdog().disarm(conn)
@@ -322,23 +402,7 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                 self.stats.add("discarded")
             conn.wp_sent = False
             raise
-        if reused:
-            conn.wp_requests = getattr(conn, "wp_requests", 0) + 1
-        else:  # a new socket: its age and its server's keep-alive hint start afresh
-            conn.wp_requests = 1
-            age = self.max_age
-            conn.wp_retire_at = (
-                math.inf if age is None else sending + age * (1 - AGE_JITTER * random.random())  # noqa: S311  (jitter)
-            )
-            conn.wp_idle_limit = math.inf
-        hint = response.headers.get("keep-alive")
-        if hint is not None:
-            conn.wp_idle_limit = keep_alive_limit(hint)
-        address = getattr(conn, "wp_address", None)
-        if self.outliers is not None and self.outliers.answers is not None and address is not None:
-            ejected = self.outliers.answered(address, conn.port, response.status)
-            if ejected is not None:
-                conn.ejected(address, ejected, "5xx answers")
+        self._answered(conn, response, reused=reused, sending=sending)
         if attempt is not None:
             attempt.answered = True
             # From the request going out to the head: a connection opened in this send (not a
@@ -356,6 +420,25 @@ class HTTPPool(Exchange, HTTPConnectionPool):
                     (weakref.ref(self), self.slots, conn, getattr(conn, "wp_lease", 0)),
                 )
         return response
+
+
+def dropped(conn: Any) -> bool:
+    """urllib3's ``is_connection_dropped``: no socket, or one with something to read (the
+    server's close, or bytes nobody asked for) while idle. Where urllib3 found ``poll``
+    working (it looks on its first use), one ``poll`` of the socket without its helpers;
+    else urllib3's own."""
+    sock: Any = getattr(conn, "sock", _EMPTY)
+    if (
+        sock is _EMPTY
+        or urllib3.util.wait.wait_for_socket is not urllib3.util.wait.poll_wait_for_socket
+        or type(conn).is_connected is not _IS_CONNECTED
+    ):
+        return is_connection_dropped(conn)
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def keep_alive_limit(hint: str) -> float:
@@ -425,10 +508,9 @@ def release_dropped() -> int:
 
 
 def _read(conn: Any, slots: Slots) -> None:
-    """``conn`` is back: its response, if it was one that may be dropped unread, no longer is."""
-    if getattr(conn, "wp_unread", False):
-        conn.wp_unread = False
-        slots.note_unread(-1)
+    """``conn`` is back: its response, one that might have been dropped unread, no longer is."""
+    conn.wp_unread = False
+    slots.note_unread(-1)
 
 
 def _collect_for_dropped(left: float) -> bool:

@@ -36,8 +36,26 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wsgi_pool")
 
-getpid: Callable[[], int] = os.getpid
-"""The process-id source; tests replace it to fake a fork."""
+_pid = os.getpid()
+
+
+def _forked() -> None:  # pragma: no cover  (runs in a forked child, which nobody measures)
+    global _pid
+    _pid = os.getpid()
+
+
+def _known_pid() -> int:
+    """This process's id as of its last fork (``os.register_at_fork``): no system call."""
+    return _pid
+
+
+os.register_at_fork(after_in_child=_forked)
+
+getpid: Callable[[], int] = os.getpid if "uwsgi" in sys.modules else _known_pid
+"""The process-id source, asked on every call (the fork check); tests replace it to fake a
+fork. Known from the last fork where every fork runs Python's fork hooks; under uWSGI,
+whose workers are forked without them unless ``py-call-osafterfork`` is set, asked of the
+system each time."""
 
 MAX_POOL_SETS: Final = 8
 """Sets of pools one process keeps (one per pool shape, ``PoolConfig.pool_shape``); past that
@@ -137,8 +155,7 @@ def record_server(server: ServerReport | None) -> None:
     """Remember what the server reported about this process's concurrency (gunicorn hooks)."""
     global _server
     _server = server
-    _completed.clear()
-    _policies.clear()
+    _forget_policies()
 
 
 def hook_ran(name: str) -> None:
@@ -230,8 +247,7 @@ def adopt(config: PoolConfig) -> None:
             "wsgi_pool.client() and wsgi_pool.adapter() use the last"
         )
     _adopted = config
-    _completed.clear()
-    _policies.clear()
+    _forget_policies()
 
 
 def forget_adopted() -> None:
@@ -239,8 +255,7 @@ def forget_adopted() -> None:
     global _env_default, _adopted
     _adopted = None
     _env_default = None
-    _completed.clear()
-    _policies.clear()
+    _forget_policies()
 
 
 def effective(config: PoolConfig | None) -> PoolConfig:
@@ -252,14 +267,35 @@ def effective(config: PoolConfig | None) -> PoolConfig:
     return found
 
 
+def _forget_policies() -> None:
+    global _last_policy, _generation
+    _generation += 1
+    _completed.clear()
+    _policies.clear()
+    _last_policy = None
+
+
+# The last config asked for and its policy: a process mostly asks for one, and a config's hash
+# covers every field. Kept only if no forgetting happened while it was worked out.
+_last_policy: tuple[PoolConfig | None, Policy] | None = None
+_generation = 0
+
+
 def policy(config: PoolConfig | None) -> Policy:
     """The call settings of ``config`` (None: the ``WSGI_POOL_*`` settings), completed by the server."""
+    global _last_policy
+    last = _last_policy  # read once: another thread may replace it meanwhile
+    if last is not None and last[0] is config:
+        return last[1]
+    generation = _generation
     settings = effective(config)
     found = _policies.get(settings)
     if found is None:
         if len(_policies) >= MAX_POLICIES:
             _policies.clear()
         found = _policies.setdefault(settings, Policy(settings))
+    if generation == _generation:
+        _last_policy = (config, found)
     return found
 
 

@@ -217,17 +217,12 @@ _serving: contextvars.ContextVar[Propagation | None] = contextvars.ContextVar(
 )
 
 
-def current() -> Propagation | None:
-    """The incoming request's, while its app runs in this thread (or greenlet), or a
-    request-scoped client sends: what the call passes on (an SDK's session and
-    ``wsgi_pool.client()`` too)."""
-    return _serving.get()
-
-
-def serve(propagation: Propagation | None) -> contextvars.Token[Propagation | None]:
-    """:func:`current` is ``propagation`` until :func:`stop_serving` with the token returned."""
-    return _serving.set(propagation)
-
-
-def stop_serving(token: contextvars.Token[Propagation | None]) -> None:
-    _serving.reset(token)
+# The context variable's own methods, called directly on every call's path (no Python frame).
+current: Final = _serving.get
+"""``current()``: the incoming request's, while its app runs in this thread (or greenlet), or
+a request-scoped client sends: what the call passes on (an SDK's session and
+``wsgi_pool.client()`` too)."""
+serve: Final = _serving.set
+"""``serve(propagation)``: :func:`current` is ``propagation`` until :func:`stop_serving` with
+the token returned."""
+stop_serving: Final = _serving.reset

@@ -30,6 +30,7 @@ from urllib3.util import Retry
 
 from ._attempt import Attempt
 from ._deadline import Deadline
+from ._fast.headers import STORED
 from ._translate import stale
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -46,6 +47,8 @@ def replay_safe(method: str, headers: Mapping[str, Any] | None) -> bool:
     """Whether a request may be sent twice: an idempotent method, or an ``Idempotency-Key``."""
     if method.upper() in IDEMPOTENT_METHODS:
         return True
+    if type(headers) in STORED:  # requests' own headers: looked up, not walked
+        return "idempotency-key" in headers._store  # type: ignore[union-attr]
     return any(name.lower() == "idempotency-key" for name in headers or ())
 
 
@@ -79,8 +82,13 @@ class RetryBudget:
         return slot
 
     def record_request(self) -> None:
+        now = int(time.monotonic())
         with self._lock:
-            self._slot(int(time.monotonic()))[1] += 1
+            slot = self._slots[now % RETRY_BUDGET_WINDOW]
+            if slot[0] == now:
+                slot[1] += 1
+            else:
+                slot[:] = [now, 1, 0]
 
     def try_retry(self) -> bool:
         """Take one retry from the budget; False when it is spent."""

@@ -29,6 +29,7 @@ from urllib3.exceptions import TimeoutError as _TimeoutError
 from urllib3.util.ssl_match_hostname import CertificateError
 from urllib3.util.url import _encode_target
 
+from wsgi_pool._fast.whole import WholeResponse
 from wsgi_pool._origins import authority_of
 from wsgi_pool._translate import requests_error
 
@@ -72,6 +73,9 @@ def plain_target(url: str) -> str | None:
 
 def target_of(request: requests.PreparedRequest) -> str:
     """The request target requests' adapter hands urllib3 for a direct (not proxied) request."""
+    known = getattr(request, "wp_target", None)  # worked out when prepared (_fast.prepare)
+    if known is not None and known[0] is request.url:
+        return known[1]  # type: ignore[no-any-return]
     target = plain_target(request.url or "")
     if target is not None:
         return target  # what requests and urllib3 would make of it: itself
@@ -84,8 +88,11 @@ def target_of(request: requests.PreparedRequest) -> str:
 class Exchange(_Base):
     """Mixed into the pools: :meth:`send`, requests' adapter's send as one try without urlopen."""
 
-    def send(self, request: requests.PreparedRequest, timeout: Any, retries: Any) -> Any:
-        """``request`` through this pool, as requests' adapter sends it; urllib3's unread response.
+    def send(
+        self, request: requests.PreparedRequest, timeout: Any, retries: Any, *, whole: bool = False
+    ) -> Any:
+        """``request`` through this pool, as requests' adapter sends it; urllib3's unread response
+        (or, ``whole`` allowing, a ``_fast.whole.WholeResponse`` whose connection is back).
 
         Errors are requests' own, as its adapter raises them.
         """
@@ -99,6 +106,7 @@ class Exchange(_Base):
                 timeout=timeout,
                 retries=retries,
                 chunked=not (body is None or "Content-Length" in request.headers),
+                whole=whole,
             )
         except Exception as exc:
             error = requests_error(exc, request)
@@ -116,6 +124,7 @@ class Exchange(_Base):
         timeout: Any,
         retries: Any,
         chunked: bool,
+        whole: bool = False,
     ) -> Any:
         """urllib3's ``urlopen`` for a try it never retries (``retries.total == 0``) or redirects.
 
@@ -141,8 +150,12 @@ class Exchange(_Base):
                 response_conn=conn,
                 preload_content=False,
                 decode_content=False,
+                wp_whole=whole,  # type: ignore[call-arg]  # the pools' own _make_request
             )
             done = True
+            if type(response) is WholeResponse:  # read whole: the connection goes back now
+                response._connection = None  # what urllib3's release_conn does, directly
+                self._put_conn(conn)
             return response
         except EmptyPoolError:
             done = True

@@ -15,14 +15,17 @@ import functools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
+from http.cookiejar import CookieJar
 from typing import Any, Final
 
 import requests
 from requests.cookies import RequestsCookieJar
+from requests.hooks import default_hooks
 from requests.structures import CaseInsensitiveDict
-from requests.utils import default_headers
+from requests.utils import check_header_validity, default_headers
 
 from .exchange import PLAIN_TARGET
+from .headers import stored
 
 
 def merge_setting(
@@ -35,13 +38,47 @@ def merge_setting(
         return call_setting
     if call_setting is None:
         return client_setting
-    if not (isinstance(client_setting, Mapping) and isinstance(call_setting, Mapping)):
+    if not (_is_mapping(client_setting) and _is_mapping(call_setting)):
         return call_setting
     merged = dict_class(client_setting.items())
     merged.update(call_setting.items())
     for key in [key for key, value in merged.items() if value is None]:
         del merged[key]
     return merged
+
+
+class Prepared(requests.PreparedRequest):
+    """requests' prepared request, whose cookie jar (empty: a call without cookies) is made
+    on first use, as ``prepare_cookies`` would have made it."""
+
+    wp_target: tuple[str, str] | None = None
+    """The URL as prepared, and its request target (as long as the URL is that one)."""
+    _wp_cookies: CookieJar | None
+
+    def __init__(self) -> None:  # requests' own, with its default hooks made directly
+        self.method = None
+        self.url = None
+        self.headers = None  # type: ignore[assignment]  # as requests' own starts
+        self._cookies = None
+        self.body = None
+        self.hooks = {"response": []} if _ONE_HOOK else default_hooks()
+        self._body_position = None
+
+    @property  # requests' is an attribute
+    def _cookies(self) -> CookieJar:
+        jar: CookieJar | None = vars(self).get("_wp_cookies")
+        if jar is None:
+            jar = self._wp_cookies = RequestsCookieJar()
+        return jar
+
+    @_cookies.setter
+    def _cookies(self, value: CookieJar | None) -> None:
+        self._wp_cookies = value
+
+
+def _is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, the usual types told without the ABC machinery."""
+    return type(value) in _MAPPINGS or isinstance(value, Mapping)
 
 
 class Headers(CaseInsensitiveDict[Any]):
@@ -71,6 +108,13 @@ def _checked_defaults() -> CaseInsensitiveDict[Any]:
     return prepared.headers
 
 
+_NO_LENGTH: Final = ("GET", "HEAD")
+"""Methods prepare_content_length gives no length when there is no body."""
+
+_ONE_HOOK: Final = requests.hooks.HOOKS == ["response"]
+
+_MAPPINGS: Final = frozenset({dict, OrderedDict, CaseInsensitiveDict, Headers})
+
 _CHECKED_DEFAULTS: Final = _checked_defaults()
 """requests' default headers as ``PreparedRequest.prepare_headers`` leaves them (validated)."""
 
@@ -93,38 +137,85 @@ def prepare(  # noqa: PLR0917  (a Request's fields)
 
     ``own_*`` are the client's settings (``own_headers`` None: requests' defaults, unchanged).
     """
-    prepared = requests.PreparedRequest()
-    prepared.prepare_method(method)
-    params = merge_setting(params, own_params) or None
+    prepared = Prepared()
+    if type(method) is str:
+        prepared.method = method.upper()  # what prepare_method makes of a str
+    else:
+        prepared.prepare_method(method)
+    params = merge_setting(params, own_params) or None if params or own_params else None
     quick = prepared_url(url) if params is None and isinstance(url, str) else None
     if quick is None:
         prepared.prepare_url(url, params)
     else:
-        prepared.url = quick
-    if not headers and (
-        own_headers is None or (isinstance(own_headers, Headers) and not own_headers.changed)
-    ):
+        prepared.url, target = quick
+        if not target.startswith("//"):  # requests sends "//x" as "/x": worked out later
+            prepared.wp_target = (prepared.url, target)
+    defaults = own_headers is None or (isinstance(own_headers, Headers) and not own_headers.changed)
+    if defaults and not headers:
         # What prepare_headers makes of the defaults: a copy of them, store to store.
-        merged: CaseInsensitiveDict[Any] = CaseInsensitiveDict()
-        merged._store = _CHECKED_DEFAULTS._store.copy()
-        prepared.headers = merged
+        prepared.headers = stored(_CHECKED_DEFAULTS._store)
+    elif defaults and type(headers) is dict and (merged := _over_defaults(headers)) is not None:
+        prepared.headers = stored(merged)
     else:
         mine = Headers.defaults() if own_headers is None else own_headers
         prepared.prepare_headers(merge_setting(headers, mine, CaseInsensitiveDict))
-    prepared._cookies = RequestsCookieJar()
-    prepared.prepare_body(data, files, json)
-    auth = merge_setting(auth, own_auth)
+    if data or files or json is not None or prepared.method not in _NO_LENGTH:
+        _prepare_body(prepared, data, files, json)
+    auth = own_auth if auth is None else merge_setting(auth, own_auth)
     if auth is not None or "@" in (prepared.url or ""):
         prepared.prepare_auth(auth, prepared.url or "")
     return prepared
+
+
+def _prepare_body(prepared: requests.PreparedRequest, data: Any, files: Any, json: Any) -> None:
+    """``prepare_body``'s work, done directly for no body and for bytes."""
+    if files or json is not None or (data and type(data) is not bytes):
+        prepared.prepare_body(data, files, json)
+    elif data:  # bytes: the body, their length its length
+        prepared.body = data
+        prepared.headers["Content-Length"] = str(len(data))
+    else:  # no body: a Content-Length of 0 where one is expected
+        prepared.prepare_content_length(None)
+
+
+def _over_defaults(headers: dict[Any, Any]) -> dict[str, tuple[str, Any]] | None:
+    """The store ``prepare_headers`` makes of requests' default headers merged with a call's
+    (str names; a None value removes one), each header checked as it checks them, in the same
+    order (a pair checked once is remembered); None if a name is no str (requests decides)."""
+    merged = dict(_CHECKED_DEFAULTS._store)
+    for name, value in headers.items():
+        if type(name) is not str:
+            return None
+        lower = name.lower()
+        if value is None:
+            merged.pop(lower, None)
+        else:
+            merged[lower] = (name, value)
+    for pair in merged.values():
+        try:
+            known = pair in _checked_pairs
+        except TypeError:  # an unhashable value: requests refuses it
+            known = False
+        if not known:
+            check_header_validity(pair)
+            if len(_checked_pairs) < MAX_CHECKED:
+                _checked_pairs.add(pair)
+    return merged
+
+
+MAX_CHECKED: Final = 1024
+"""Header (name, value) pairs remembered as checked; past that, checked each time."""
+
+_checked_pairs: set[tuple[str, Any]] = set(_CHECKED_DEFAULTS._store.values())
 
 
 # A scheme and authority with nothing that could end the authority early.
 _PLAIN_ORIGIN: Final = re.compile(r"https?://[A-Za-z0-9\-._~!$&'()*+,;=:@\[\]]+")
 
 
-def prepared_url(url: str) -> str | None:
-    """What ``PreparedRequest.prepare_url(url, None)`` makes of ``url``, when that is quick to know.
+def prepared_url(url: str) -> tuple[str, str] | None:
+    """What ``PreparedRequest.prepare_url(url, None)`` makes of ``url``, when that is quick to
+    know, and its path and query.
 
     For an http(s) URL whose path and query are plain (see ``PLAIN_TARGET``), the answer is
     requests' own for the scheme and authority (remembered per authority) followed by the
@@ -137,7 +228,7 @@ def prepared_url(url: str) -> str | None:
     if slash != -1 and (not PLAIN_TARGET.fullmatch(target) or "/." in target.partition("?")[0]):
         return None
     try:
-        return _prepared_origin(head) + target
+        return _prepared_origin(head) + target, target
     except (requests.exceptions.RequestException, ValueError):
         return None  # requests raises its own error, naming the whole URL
 

@@ -20,6 +20,7 @@ from urllib3.connection import HTTPConnection, _ResponseOptions
 from urllib3.util import SKIP_HEADER
 
 from . import seams
+from .headers import STORED
 
 if TYPE_CHECKING:
     _Base = HTTPConnection  # what the mixin below is mixed into
@@ -132,9 +133,42 @@ def request_head(
     """
     if method not in _PLAIN_METHODS or not target.isascii() or _UNSAFE_TARGET.search(target):
         return None
-    lines = [f"{method} {target} HTTP/1.1", host_line]
+    if type(headers) in STORED:
+        # The same headers (requests' defaults, a client's own) come again and again: their
+        # lines, checked once, are remembered by the headers' (name, value) pairs.
+        pairs = tuple(headers._store.values())  # type: ignore[attr-defined]
+        try:
+            block = _blocks[pairs]
+        except KeyError:
+            block = _blocks[pairs] = _header_block(pairs)
+            if len(_blocks) > MAX_NAMES:
+                _blocks.clear()
+        except TypeError:  # a value set after preparing that is no str (refused below)
+            block = _header_block(pairs)
+    else:
+        block = _header_block(headers.items())
+    if block is None:
+        return None
+    lines, seen = block
+    if "content-length" not in seen and (
+        body_length is not None or method not in _NO_BODY_EXPECTED
+    ):
+        return None
+    try:
+        return f"{method} {target} HTTP/1.1\r\n{host_line}\r\n{lines}\r\n".encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
+_blocks: dict[tuple[tuple[Any, Any], ...], tuple[str, frozenset[str]] | None] = {}
+"""Header lines checked (or refused: None), by the headers' (name, value) pairs."""
+
+
+def _header_block(pairs: Any) -> tuple[str, frozenset[str]] | None:
+    """The lines of plain headers, each ending in CRLF, and their lower-case names; None if not plain."""
+    lines = []
     seen = set()
-    for name, value in headers.items():
+    for name, value in pairs:
         lower = _checked_names.get(name)
         if lower is None:
             if not isinstance(name, str) or not name.isascii() or not _LEGAL_NAME.fullmatch(name):
@@ -145,20 +179,12 @@ def request_head(
         if not isinstance(value, str) or "\r" in value or "\n" in value or value == SKIP_HEADER:
             return None
         seen.add(lower)
-        lines.append(f"{name}: {value}")
+        lines.append(f"{name}: {value}\r\n")
     if (
         "host" in seen
         or "transfer-encoding" in seen
         or "user-agent" not in seen
         or "accept-encoding" not in seen
-        or (
-            "content-length" not in seen
-            and (body_length is not None or method not in _NO_BODY_EXPECTED)
-        )
     ):
         return None
-    lines.append("\r\n")
-    try:
-        return "\r\n".join(lines).encode("latin-1")
-    except UnicodeEncodeError:
-        return None
+    return "".join(lines), frozenset(seen)

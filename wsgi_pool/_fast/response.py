@@ -22,6 +22,8 @@ from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
+from wsgi_pool._fast.headers import QuickHeaders, stored
+from wsgi_pool._fast.whole import WholeResponse
 from wsgi_pool._translate import body_error
 
 _R = TypeVar("_R", bound=requests.Response)
@@ -37,10 +39,11 @@ def build(
     make on first use unless the response sets a cookie.
     """
     response = cls.__new__(cls)
-    headers = headers_of(resp)
+    whole = type(resp) is WholeResponse  # read whole: its headers made, its body read
+    headers = resp.wp_headers if whole else headers_of(resp)
     vars(response).update(
-        _content=False,
-        _content_consumed=False,
+        _content=resp.wp_body if whole else False,
+        _content_consumed=whole,
         _next=None,
         status_code=resp.status,
         headers=headers,
@@ -54,18 +57,14 @@ def build(
         connection=connection,
         **more,
     )
-    if sets_cookie(headers):
+    if not whole and sets_cookie(headers):  # an answer read whole sets none
         extract_cookies_to_jar(response.cookies, request, resp)
     return response
 
 
-def headers_of(resp: Any) -> CaseInsensitiveDict[str]:
+def headers_of(resp: Any) -> QuickHeaders:
     """``CaseInsensitiveDict(resp.headers)``: urllib3's headers, repeated ones joined, as requests copies them."""
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
-    store = headers._store  # what CaseInsensitiveDict.__setitem__ fills, filled directly
-    for name, value in resp.headers.itermerged():
-        store[name.lower()] = (name, value)
-    return headers
+    return stored({name.lower(): (name, value) for name, value in resp.headers.itermerged()})
 
 
 @functools.lru_cache(maxsize=64)
@@ -78,6 +77,9 @@ def encoding_of(content_type: str | None) -> str | None:
 
 def sets_cookie(headers: Mapping[str, Any] | None) -> bool:
     """Whether a response with these (case-insensitive) headers sets a cookie."""
+    if type(headers) is QuickHeaders:
+        store = headers._store
+        return "set-cookie" in store or "set-cookie2" in store
     return headers is not None and ("set-cookie" in headers or "set-cookie2" in headers)
 
 

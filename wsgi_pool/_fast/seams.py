@@ -17,6 +17,7 @@ against the object it was given for, so a check costs a dictionary look-up and a
 from __future__ import annotations
 
 import http.client
+import operator
 import types
 from typing import Any, Final
 
@@ -26,16 +27,18 @@ import requests.models
 import requests.sessions
 import urllib3.connection
 import urllib3.connectionpool
+import urllib3.response
 
 
 class Seam:
     """One attribute of one class: intact while it holds the library's own object."""
 
-    __slots__ = ("_home", "_name", "_namespace", "_state", "expected")
+    __slots__ = ("_home", "_state", "expected", "name", "namespace", "owner")
 
     def __init__(self, owner: type, name: str, *, home: str = "", expected: Any = None) -> None:
-        self._namespace = vars(owner)  # the class's own attributes, live
-        self._name = name
+        self.owner = owner
+        self.namespace = vars(owner)  # the class's own attributes, live
+        self.name = name
         self._home = home
         """The file the library's own function was compiled from."""
         self.expected = expected
@@ -43,7 +46,7 @@ class Seam:
         self._state: tuple[object, bool] = (_UNSEEN, False)
 
     def intact(self) -> bool:
-        value = self._namespace.get(self._name, _MISSING)
+        value = self.namespace.get(self.name, _MISSING)
         state = self._state  # read once: another thread may replace it meanwhile
         if value is state[0]:
             return state[1]
@@ -59,7 +62,7 @@ class Seam:
         return (
             type(value) is types.FunctionType
             and value.__code__.co_filename == self._home
-            and value.__code__.co_name == self._name
+            and value.__code__.co_name == self.name
         )
 
 
@@ -68,15 +71,38 @@ _MISSING: Final = object()
 
 
 class Group:
-    """The seams one fast piece skips: it may be taken only while every one is intact."""
+    """The seams one fast piece skips: it may be taken only while every one is intact.
 
-    __slots__ = ("seams",)
+    The verdict is remembered against the seams' values, fetched with one ``itemgetter`` per
+    class: a check is a few C calls and a comparison, whatever the group's size.
+    """
+
+    __slots__ = ("_fetch", "_state", "seams")
 
     def __init__(self, *seams: Seam) -> None:
         self.seams = seams
+        names: dict[type, tuple[Any, list[str]]] = {}
+        for seam in seams:  # one fetch per class
+            names.setdefault(seam.owner, (seam.namespace, []))[1].append(seam.name)
+        self._fetch = tuple(
+            (namespace, operator.itemgetter(*found)) for namespace, found in names.values()
+        )
+        self._state: tuple[object, bool] = (_UNSEEN, False)
 
     def intact(self) -> bool:
-        return all(seam.intact() for seam in self.seams)
+        values: list[Any] | None = []
+        try:
+            for namespace, fetch in self._fetch:
+                values.append(fetch(namespace))  # type: ignore[union-attr]
+        except KeyError:  # one was deleted: judged each time
+            values = None
+        state = self._state  # read once: another thread may replace it meanwhile
+        if values is not None and values == state[0]:
+            return state[1]
+        verdict = all(seam.intact() for seam in self.seams)
+        if values is not None:
+            self._state = (values, verdict)
+        return verdict
 
 
 def _home(function: Any) -> str:
@@ -90,6 +116,7 @@ _ADAPTERS: Final = _home(requests.adapters._urllib3_request_context)
 _POOLS: Final = _home(urllib3.connectionpool.connection_from_url)
 _CONNECTIONS: Final = _home(urllib3.connection._url_from_connection)
 _HTTP_CLIENT: Final = _home(http.client.parse_headers)
+_URLLIB3_RESPONSES: Final = _home(urllib3.response._get_decoder)
 
 
 def _of(owner: type, home: str, *names: str) -> tuple[Seam, ...]:
@@ -106,7 +133,15 @@ REQUEST: Final = Group(*_of(requests.Session, _SESSIONS, "request"))
 PREPARE: Final = Group(
     *_of(requests.Session, _SESSIONS, "prepare_request"),
     *_of(requests.models.Request, _MODELS, "prepare"),
-    *_of(requests.models.PreparedRequest, _MODELS, "prepare", "prepare_cookies"),
+    *_of(
+        requests.models.PreparedRequest,
+        _MODELS,
+        "__init__",
+        "prepare",
+        "prepare_cookies",
+        "prepare_method",
+        "prepare_body",
+    ),
 )
 """A request prepared without a ``requests.Request`` and without the cookie steps it needs not."""
 
@@ -125,8 +160,17 @@ ADAPTER: Final = Group(
 )
 """The shared adapter's send without requests' ``HTTPAdapter.send`` (responses patches it)."""
 
+POOL: Final = Group(
+    *_of(urllib3.connectionpool.HTTPConnectionPool, _POOLS, "_get_conn", "_put_conn")
+)
+"""The pools' queue of idle connections used directly, not through urllib3's ``_get_conn`` and
+``_put_conn`` (``_pool``)."""
+
 URLOPEN: Final = Group(*_of(urllib3.connectionpool.HTTPConnectionPool, _POOLS, "urlopen"))
 """A try without urllib3's ``urlopen`` (OpenTelemetry's and ddtrace's urllib3 integrations)."""
+
+TRY: Final = Group(*ADAPTER.seams, *URLOPEN.seams)
+"""A try by the pool's exchange: ``ADAPTER`` and ``URLOPEN`` both (asked once)."""
 
 CONNECTION_CLASSES: Final = Group(
     Seam(
@@ -166,3 +210,17 @@ RESPONSE: Final = Group(*_of(requests.adapters.HTTPAdapter, _ADAPTERS, "build_re
 
 BODY: Final = Group(*_of(requests.models.Response, _MODELS, "content", "iter_content"))
 """A whole body read in one go, not through ``Response.iter_content``."""
+
+WHOLE: Final = Group(
+    *_of(urllib3.connectionpool.HTTPConnectionPool, _POOLS, "_make_request", "_validate_conn"),
+    *_of(urllib3.connection.HTTPConnection, _CONNECTIONS, "getresponse"),
+    *_of(http.client.HTTPConnection, _HTTP_CLIENT, "getresponse"),
+    *_of(http.client.HTTPResponse, _HTTP_CLIENT, "__init__", "read", "readinto"),
+    *_of(urllib3.response.HTTPResponse, _URLLIB3_RESPONSES, "__init__", "read", "stream"),
+    *CONNECTION_CLASSES.seams,
+    *HEAD.seams,
+    *RESPONSE.seams,
+    *BODY.seams,
+)
+"""An answer read whole from the socket, without http.client's and urllib3's responses, and
+requests' response built with its body (``_fast.whole``)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import requests
 from requests.cookies import extract_cookies_to_jar
@@ -25,7 +25,8 @@ def send(
     session: requests.Session, request: requests.PreparedRequest, **kwargs: Any
 ) -> requests.Response:
     """``session.send(request, **kwargs)`` as requests' ``Session.send`` does it (``proxies`` given)."""
-    if isinstance(cast(Any, request), requests.Request):
+    given: Any = request  # typed as a PreparedRequest, it may be anything
+    if isinstance(given, requests.Request):
         raise ValueError("You can only send PreparedRequests.")
     kwargs.setdefault("stream", session.stream)
     kwargs.setdefault("verify", session.verify)
@@ -36,7 +37,8 @@ def send(
     response: requests.Response = adapter.send(request, **kwargs)
     response.elapsed = timedelta(seconds=time.perf_counter() - start)
     try:
-        response = dispatch_hook("response", request.hooks, response, **kwargs)
+        if request.hooks and request.hooks.get("response"):  # else dispatch_hook changes nothing
+            response = dispatch_hook("response", request.hooks, response, **kwargs)
     except BaseException:
         # A hook raised (raise_for_status): the connection goes back now, kept if the body
         # can be read as the call would have read it, else closed.
@@ -44,8 +46,8 @@ def send(
             response.close()
         raise
     for earlier in response.history:  # set by a hook
-        keep_cookies(session, earlier.request, earlier.raw)
-    keep_cookies(session, request, response.raw)
+        keep_cookies(session, earlier.request, earlier)
+    keep_cookies(session, request, response)
     if response.is_redirect:
         if allow_redirects:
             history = [response, *session.resolve_redirects(response, request, **kwargs)]
@@ -61,10 +63,10 @@ def send(
     return response
 
 
-def keep_cookies(session: requests.Session, request: Any, raw: Any) -> None:
-    """Keep in ``session``'s jar the cookies ``raw`` sets, if it sets any."""
-    if sets_cookie(getattr(raw, "headers", None)):
-        extract_cookies_to_jar(session.cookies, request, raw)
+def keep_cookies(session: requests.Session, request: Any, response: requests.Response) -> None:
+    """Keep in ``session``'s jar the cookies ``response`` sets, if it sets any."""
+    if sets_cookie(getattr(response, "headers", None)):
+        extract_cookies_to_jar(session.cookies, request, response.raw)
 
 
 def _read_quietly(response: requests.Response) -> bool:

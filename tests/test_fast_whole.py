@@ -1,0 +1,578 @@
+"""Fast piece ``_fast.whole``: an answer read whole is the answer urllib3 and requests would give.
+
+Each case sends the same answer, byte for byte, to a call that may read it whole and to one
+that may not (a tool's wrapper on urllib3's ``getresponse``, which the whole read skips), on a
+kept connection, and compares everything a caller can see: requests' fields, urllib3's raw
+response, http.client's message, the errors, and what the next call on the connection gets.
+A table says which answers are read whole; every other one is read the standard way from the
+bytes already received. Random header blocks compare the parser with http.client's.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import io
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import requests
+import urllib3.connection
+from requests.structures import CaseInsensitiveDict
+from urllib3._collections import HTTPHeaderDict
+from urllib3.response import HTTPResponse
+
+import wsgi_pool
+from tests.faults import Peer
+from tests.harness import Harness, close_reused_after_reading
+from wsgi_pool import PoolConfig
+from wsgi_pool._fast import whole
+from wsgi_pool._fast.headers import QuickHeaders
+from wsgi_pool._fast.whole import WholeResponse, plain_answer
+from wsgi_pool.testing import Upstream
+
+
+def answer(status: str, *headers: str, body: bytes = b"", length: bool = True) -> bytes:
+    """An answer's bytes: status line, headers (a Content-Length of the body unless told not)."""
+    lines = [f"HTTP/1.1 {status}", *headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+JSON = b'{"items": [1, 2, 3], "name": "w\\u00e9"}'
+
+# Answers read whole: (answer, the connection stays open after it).
+WHOLE: dict[str, tuple[bytes, bool]] = {
+    "json": (answer("200 OK", "Content-Type: application/json", body=JSON), True),
+    "text with charset": (
+        answer("404 Not Found", "Content-Type: text/plain; charset=latin-1", body=b"nope \xe9"),
+        True,
+    ),
+    "repeated header": (answer("200 OK", "X-A: 1", "Server: s", "x-a: 2", body=b"r"), True),
+    "padding kept as http.client keeps it": (
+        answer("200 OK", "X-Pad: \t  v  ", "X-Empty:", "X-Tab:\tt", body=b"p"),
+        True,
+    ),
+    "empty body": (answer("200 OK", body=b""), True),
+    "reason with spaces": (answer("418 I'm a teapot", body=b"t"), True),
+    "no reason": (answer("200", body=b"n"), True),
+    "leading zeros": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0003\r\n\r\nabc",
+        True,
+    ),
+    "redirect": (answer("302 Found", "Location: /elsewhere", body=b"moved"), True),
+    "server error": (answer("500 Internal Server Error", body=b"boom"), True),
+    "keep-alive hint": (answer("200 OK", "Keep-Alive: timeout=5, max=100", body=b"k"), True),
+    "connection close": (answer("200 OK", "Connection: close", body=b"c"), False),
+    "bytes after the body": (answer("200 OK", body=b"abc") + b"XYZ", False),
+    "body beyond the first read": (answer("200 OK", body=b"x" * 200_000), True),
+}
+
+# Answers read the standard way, from the bytes received and the socket.
+STANDARD: dict[str, tuple[bytes, bool]] = {
+    "chunked": (
+        answer("200 OK", "Transfer-Encoding: chunked", length=False) + b"3\r\nabc\r\n0\r\n\r\n",
+        True,
+    ),
+    "gzip": (
+        answer(
+            "200 OK",
+            "Content-Encoding: gzip",
+            body=b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff\xcbH\xcd\xc9\xc9\x07\x00\x86\xa6\x106\x05\x00\x00\x00",
+        ),
+        True,
+    ),
+    "sets a cookie": (answer("200 OK", "Set-Cookie: s=1; Path=/", body=b"c"), True),
+    "HTTP/1.0": (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+    "no length": (answer("200 OK", length=False) + b"until close", False),
+    "204": (b"HTTP/1.1 204 No Content\r\n\r\n", True),
+    "304": (b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n", True),
+    "early hints first": (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + answer("200 OK", body=b"final"),
+        True,
+    ),
+    "folded header": (
+        b"HTTP/1.1 200 OK\r\nX-F: a\r\n b\r\nContent-Length: 1\r\n\r\nf",
+        True,
+    ),
+    "bare LF": (b"HTTP/1.1 200 OK\nContent-Length: 1\n\nl", True),
+    "two equal lengths": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nd",
+        True,
+    ),
+    "two spaces before the reason": (answer("200  OK", body=b"s"), True),
+    "a space in a name": (answer("200 OK", "Bad Name: x", body=b"b"), True),
+    "body over a mebibyte": (answer("200 OK", body=b"x" * (whole.MAX_WHOLE + 1)), True),
+}
+
+
+def canned(answers: dict[str, tuple[bytes, bool]]) -> Any:
+    """Every request to ``/case/<name>`` gets that answer (then the connection closes if the
+    answer is one that ends it); any other path a plain answer naming it."""
+
+    def script(peer: Peer) -> None:
+        while seen := peer.read_request():
+            name = unquote(seen.path.removeprefix("/case/"))
+            if name in answers:
+                data, kept = answers[name]
+                peer.send(data)
+                if not kept:
+                    return
+            else:
+                peer.respond(body=seen.path.encode())
+
+    return script
+
+
+def _standard_only() -> Any:
+    """A tool's wrapper on urllib3's getresponse: the whole read is not taken under it."""
+    real = urllib3.connection.HTTPConnection.getresponse
+
+    @functools.wraps(real)
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return real(self, *args, **kwargs)
+
+    return wrapped
+
+
+def _view(response: requests.Response) -> dict[str, Any]:
+    """Everything a caller can see of a response (its body read)."""
+    raw = response.raw
+    original = raw._original_response
+    return {
+        "status": response.status_code,
+        "reason": response.reason,
+        "url": response.url,
+        "encoding": response.encoding,
+        "headers": list(response.headers.items()),
+        "content": response.content,
+        "text": response.text,
+        "ok": response.ok,
+        "is_redirect": response.is_redirect,
+        "links": response.links,
+        "cookies": dict(response.cookies),
+        "history": [(earlier.status_code, earlier.url) for earlier in response.history],
+        "elapsed": response.elapsed.total_seconds() > 0,
+        "raw is urllib3's": isinstance(raw, HTTPResponse),
+        "raw.status": raw.status,
+        "raw.reason": raw.reason,
+        "raw.version": (raw.version, raw.version_string),
+        "raw.headers": list(raw.headers.items()),
+        "raw.url": raw.url,
+        "raw.retries": repr(raw.retries),
+        "raw.connection": raw.connection,
+        "raw.tell": raw.tell(),
+        "raw.length_remaining": raw.length_remaining,
+        "raw.chunked": raw.chunked,
+        "raw.read": raw.read(),
+        "raw.data": raw.data,
+        "raw.closed": raw.closed,
+        "raw.msg": raw.msg,
+        "original": (original.status, original.reason, original.version),
+        "original.msg": list(original.msg.items()),
+        "original.closed": original.isclosed(),
+    }
+
+
+def _outcome(http: wsgi_pool.Client, url: str, **kwargs: Any) -> tuple[Any, str, type[Any]]:
+    """The call's view (or its error's type and message), what the next call on the
+    connection got, and the class of urllib3's response (None: an error)."""
+    kind: type[Any] = type(None)
+    try:
+        response = http.request(kwargs.pop("method", "GET"), url, **kwargs)
+        kind = type(response.raw)
+        result: Any = _view(response)
+    except Exception as exc:  # the error is what is compared
+        result = (type(exc).__name__, str(exc).replace(url, "URL"))
+    after = http.get(url.rsplit("/case/", 1)[0] + "/after").text
+    return result, after, kind
+
+
+def _both_ways(
+    harness: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+    answers: dict[str, tuple[bytes, bool]],
+    name: str,
+    settings: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> tuple[tuple[Any, str], tuple[Any, str], type[Any]]:
+    """The same call on a kept connection, read whole where allowed and the standard way;
+    each one's view and next answer, and the class of the first one's raw response."""
+    server = harness.serve(canned(answers))
+    outcomes = []
+    for standard in (False, True):
+        http = harness.client(**(settings or {}))
+        if standard:
+            monkeypatch.setattr(urllib3.connection.HTTPConnection, "getresponse", _standard_only())
+        http.get(f"{server.url}/warm")  # a kept connection: the whole read is for those
+        outcomes.append(_outcome(http, f"{server.url}/case/{name}", **kwargs))
+        monkeypatch.undo()
+    (fast, fast_after, kind), (standard_view, standard_after, standard_kind) = outcomes
+    assert standard_kind is not WholeResponse  # the wrapper is respected
+    return (fast, fast_after), (standard_view, standard_after), kind
+
+
+@pytest.mark.parametrize("name", list(WHOLE), ids=list(WHOLE))
+def test_plain_answers_are_read_whole_as_urllib3_reads_them(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A plain answer read whole gives the caller exactly what the standard way gives."""
+    fast, standard, kind = _both_ways(harness, monkeypatch, WHOLE, name)
+    assert kind is WholeResponse
+    assert fast == standard
+    assert fast[1] == "/after"  # the next call on the connection got its own answer
+    harness.assert_intact(harness.clients[0])
+
+
+@pytest.mark.parametrize("name", list(STANDARD), ids=list(STANDARD))
+def test_other_answers_are_read_the_standard_way(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Any other answer is read by http.client and urllib3 from the bytes received: the same
+    response (or error), and the next call gets its own answer."""
+    fast, standard, kind = _both_ways(harness, monkeypatch, STANDARD, name)
+    assert kind is not WholeResponse
+    assert fast == standard
+    assert fast[1] == "/after"
+    harness.assert_intact(harness.clients[0])
+
+
+def test_a_head_request_is_read_the_standard_way(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer to HEAD has no body whatever its length says: http.client knows it."""
+    answers = {"head": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", True)}
+    fast, standard, kind = _both_ways(harness, monkeypatch, answers, "head", method="HEAD")
+    assert kind is not WholeResponse
+    assert fast == standard
+    assert fast[1] == "/after"
+
+
+def test_a_body_over_the_cap_is_refused_unread_either_way(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A declared length over ``max_response_bytes`` is never read whole: the cap refuses it
+    before a byte of the body is read, either way."""
+    answers = {"big": (answer("200 OK", body=b"x" * 100), True)}
+    fast, standard, _ = _both_ways(
+        harness, monkeypatch, answers, "big", settings={"max_response_bytes": 50}
+    )
+    assert fast == standard
+    assert fast[0][0] == "ResponseTooLarge"
+
+
+def test_more_than_a_hundred_headers_fail_as_http_client_fails(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head of more than 100 header lines is read the standard way, and refused there."""
+    many = tuple(f"X-{number}: {number}" for number in range(101))
+    answers = {"many": (answer("200 OK", *many, body=b"m"), False)}
+    fast, standard, _ = _both_ways(harness, monkeypatch, answers, "many")
+    assert fast == standard
+    assert fast[0][0] == "UpstreamProtocolError"
+
+
+@pytest.mark.parametrize(
+    ("how", "kwargs"),
+    [
+        pytest.param("stream", {"stream": True}, id="streamed"),
+        pytest.param("hook", {"hooks": {"response": [lambda r, **kw: None]}}, id="response hook"),
+    ],
+)
+def test_a_body_the_caller_reads_later_is_never_read_whole(
+    harness: Harness, how: str, kwargs: dict[str, Any]
+) -> None:
+    """A streamed body, or one a response hook sees first, stays on the socket until read."""
+    server = harness.serve(canned(WHOLE))
+    http = harness.client()
+    http.get(f"{server.url}/warm")
+    response = http.get(f"{server.url}/case/json", **kwargs)
+    assert type(response.raw) is not WholeResponse
+    assert response.content == JSON
+    harness.assert_intact(http)
+
+
+def test_answers_over_tls_are_read_whole(https_upstream: Upstream, ca_file: str) -> None:
+    """Over TLS, the answer is read whole from the TLS socket, as over plain http."""
+    with wsgi_pool.client(PoolConfig(ca_bundle=ca_file)) as http:
+        http.get(f"{https_upstream.url}/warm")
+        response = http.get(f"{https_upstream.url}/items/1?x=y")
+        assert type(response.raw) is WholeResponse
+        assert response.json()["path"] == "/items/1?x=y"
+
+
+def test_a_kept_connection_the_server_closed_is_replayed(harness: Harness) -> None:
+    """The server closed the kept connection: the read finds its end, the standard way names
+    it, and the safe request is replayed once on a new connection."""
+    server = harness.serve(close_reused_after_reading)
+    http = harness.client()
+    assert http.get(f"{server.url}/1").text == "ok"
+    assert http.get(f"{server.url}/2").text == "ok"
+    assert server.connections == 2
+    assert http.pools.stats()[server.url].replays == 1
+    harness.assert_intact(http)
+
+
+def test_a_late_answer_times_out_as_on_the_standard_path(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer within the read timeout: the same error either way, the connection dropped."""
+
+    def late(peer: Peer) -> None:
+        while seen := peer.read_request():
+            if seen.path.startswith("/case/"):
+                peer.hold()
+                return
+            peer.respond(body=seen.path.encode())
+
+    results = []
+    for standard in (False, True):
+        server = harness.serve(late)
+        http = harness.client(read_timeout=0.3)
+        if standard:
+            monkeypatch.setattr(urllib3.connection.HTTPConnection, "getresponse", _standard_only())
+        http.get(f"{server.url}/warm")
+        with pytest.raises(wsgi_pool.UpstreamError) as caught:
+            http.get(f"{server.url}/case/late")
+        results.append((type(caught.value).__name__, str(caught.value).replace(server.url, "U")))
+        monkeypatch.undo()
+    assert results[0] == results[1]
+    assert results[0][0] == "UpstreamReadTimeout"
+
+
+def _cut(then: str) -> Any:
+    """A head and the start of a 100-byte body, then a stall, a close or a reset."""
+
+    def script(peer: Peer) -> None:
+        while seen := peer.read_request():
+            if not seen.path.startswith("/case/"):
+                peer.respond(body=seen.path.encode())
+                continue
+            peer.send(
+                answer("200 OK", length=False).replace(b"\r\n\r\n", b"\r\n")
+                + b"Content-Length: 100\r\n\r\n"
+                + b"x" * 10
+            )
+            if then == "stall":
+                peer.hold()
+            elif then == "reset":
+                time.sleep(0.05)
+                peer.reset()
+            return
+
+    return script
+
+
+def _counted(function: Any, calls: list[int]) -> Any:
+    @functools.wraps(function)
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return function(*args)
+
+    return counted
+
+
+@pytest.mark.parametrize("then", ["stall", "close", "reset"])
+def test_a_body_cut_short_fails_as_on_the_standard_path(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """The body stops coming after the head (its start received in the same read): the call
+    fails as on the standard path, with the same error, after one read timeout, not two."""
+    results = []
+    for standard in (False, True):
+        server = harness.serve(_cut(then))
+        http = harness.client(read_timeout=0.5)
+        if standard:
+            monkeypatch.setattr(urllib3.connection.HTTPConnection, "getresponse", _standard_only())
+        http.get(f"{server.url}/warm")
+        rests: list[int] = []
+        monkeypatch.setattr(whole, "_rest", _counted(whole._rest, rests))
+        started = time.monotonic()
+        with pytest.raises(wsgi_pool.UpstreamError) as caught:
+            http.get(f"{server.url}/case/cut")
+        took = time.monotonic() - started
+        assert rests == ([] if standard else [1])  # the whole read met the cut, not the standard
+        results.append((type(caught.value).__name__, str(caught.value).replace(server.url, "U")))
+        monkeypatch.undo()
+        assert took < 0.9  # one read timeout (0.5 s), never a second one
+    assert results[0] == results[1]
+
+
+# -- the parser against http.client's, on random heads ---------------------------------------
+
+
+class _Replay:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+
+def _by_http_client(data: bytes) -> tuple[int, str, list[tuple[str, str]], bool]:
+    response = http.client.HTTPResponse(_Replay(data), method="GET")  # type: ignore[arg-type]
+    response.begin()
+    return response.status, response.reason, response.msg.items(), bool(response.will_close)
+
+
+def _random_head(rng: random.Random) -> bytes:
+    names = ["Content-Type", "X-A", "x-a", "Server", "ETag", "Vary", "Connection", "Age"]
+    alphabet = "aZ09 \t;=,/:\"'()é!~"
+    lines = []
+    for _ in range(rng.randint(0, 8)):
+        name = rng.choice(names)
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        lines.append(f"{name}:{rng.choice(['', ' ', '  ', chr(9)])}{value}")
+    body = b"b" * rng.randint(0, 20)
+    lines.append(f"Content-Length: {len(body)}")
+    rng.shuffle(lines)
+    status = rng.choice(["200 OK", "201 Created", "404 Not Found", "503 Busy now", "299"])
+    return ("\r\n".join([f"HTTP/1.1 {status}", *lines]) + "\r\n\r\n").encode("latin-1") + body
+
+
+def test_random_heads_parse_as_http_client_and_urllib3_parse_them() -> None:
+    """For 3,000 random plain heads: status, reason, header pairs (and requests' and urllib3's
+    views of them), the closing and the body are http.client's and urllib3's."""
+    rng = random.Random(17)  # noqa: S311  (reproducible test data, not security)
+    for _ in range(3_000):
+        data = _random_head(rng)
+        found = plain_answer(data, "GET", 1 << 20)
+        assert isinstance(found, whole._Answer), data
+        status, reason, items, closes = _by_http_client(data)
+        assert (found.status, found.reason, found.close) == (status, reason, closes), data
+        assert found.pairs == items, data
+        merged = HTTPHeaderDict(items)
+        assert list(found.headers.items()) == list(CaseInsensitiveDict(merged).items()), data
+        assert list(HTTPHeaderDict(found.pairs).items()) == list(merged.items()), data
+        assert found.body == data.partition(b"\r\n\r\n")[2]
+
+
+def test_quick_headers_answer_as_requests_headers() -> None:
+    """``in`` and ``get`` answer as requests' CaseInsensitiveDict does, absent names included."""
+    pairs = [("Content-Type", "a/b"), ("X-Empty", ""), ("location", "/x")]
+    quick, theirs = QuickHeaders(pairs), CaseInsensitiveDict(pairs)
+    for name in ["content-type", "CONTENT-TYPE", "x-empty", "Location", "absent", ""]:
+        assert (name in quick) == (name in theirs)
+        assert quick.get(name) == theirs.get(name)
+        assert quick.get(name, "d") == theirs.get(name, "d")
+    others: list[Any] = [1, None]
+    for other in others:
+        with pytest.raises(AttributeError):
+            other in theirs  # noqa: B015  (what requests raises for a name that is no str)
+        with pytest.raises(AttributeError):
+            other in quick  # noqa: B015
+
+
+@pytest.fixture
+def handed_empty() -> Iterator[None]:
+    yield
+    assert not whole.handed  # every handed-over read was taken
+
+
+def test_nothing_handed_over_is_left_behind(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, handed_empty: None
+) -> None:
+    for name in ("chunked", "early hints first", "body over a mebibyte"):
+        _both_ways(harness, monkeypatch, STANDARD, name)
+
+
+def test_urllib3s_view_of_an_answer_read_whole_can_be_replaced(upstream: Upstream) -> None:
+    """The parts of urllib3's response made on first use can be set, as urllib3's own can."""
+    with wsgi_pool.client() as http:
+        http.get(f"{upstream.url}/warm")
+        raw = http.get(f"{upstream.url}/x").raw
+        assert type(raw) is WholeResponse
+        assert raw.headers["Content-Type"] == "application/json"
+        raw.headers = HTTPHeaderDict({"X-Set": "1"})
+        assert dict(raw.headers) == {"X-Set": "1"}
+        original = raw._original_response
+        assert original.status == 200
+        raw._original_response = None  # type: ignore[assignment]  # as a caller may set it
+        assert vars(raw)["_wp_original"] is None
+        buffer = raw._decoded_buffer
+        assert len(buffer) == 0
+        raw._decoded_buffer = buffer
+        assert raw._decoded_buffer is buffer
+
+
+def test_a_request_http_client_prints_is_read_the_standard_way(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With http.client's debug printing on, http.client writes and reads as it prints."""
+    with wsgi_pool.client() as client:
+        client.get(f"{upstream.url}/warm")
+        monkeypatch.setattr(http.client.HTTPConnection, "debuglevel", 1)
+        response = client.get(f"{upstream.url}/printed")
+        assert type(response.raw) is not WholeResponse
+        assert response.json()["path"] == "/printed"
+    printed = capsys.readouterr().out
+    assert "send: b'GET /printed HTTP/1.1" in printed
+    assert "reply: 'HTTP/1.0 200 OK" in printed or "reply: 'HTTP/1.1 200 OK" in printed
+
+
+def test_a_connection_reset_before_the_answer_is_replayed(harness: Harness) -> None:
+    """The server resets the kept connection after reading the request: the read meets the
+    reset, and the safe request is replayed once on a new connection."""
+
+    def reset_second(peer: Peer) -> None:
+        while peer.read_request():
+            if peer.index == 0 and peer.handled == 2:
+                peer.reset()
+                return
+            peer.respond()
+
+    server = harness.serve(reset_second)
+    http = harness.client()
+    assert http.get(f"{server.url}/1").text == "ok"
+    assert http.get(f"{server.url}/2").text == "ok"
+    assert server.connections == 2
+    assert http.pools.stats()[server.url].replays == 1
+    harness.assert_intact(http)
+
+
+@pytest.mark.parametrize(
+    ("error", "read"),
+    [
+        pytest.param(BrokenPipeError(32, "Broken pipe"), True, id="broken pipe: read on"),
+        pytest.param(ConnectionResetError(104, "reset"), True, id="reset: read on"),
+        pytest.param(PermissionError(13, "denied"), False, id="any other: raised"),
+    ],
+)
+def test_a_failed_send_is_handled_as_urllib3_handles_it(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch, error: OSError, read: bool
+) -> None:
+    """As urllib3's ``_make_request``: a broken pipe or a reset while sending still reads the
+    answer (the server may have answered and closed); any other error fails the try."""
+    from wsgi_pool._fast.request import OneSend  # noqa: PLC0415
+
+    real = OneSend.request
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> None:
+        real(self, *args, **kwargs)  # the request went out; then the send reports a failure
+        raise error
+
+    with wsgi_pool.client(PoolConfig(retries=0)) as http:
+        http.get(f"{upstream.url}/warm")
+        monkeypatch.setattr(OneSend, "request", failing)
+        if read:
+            assert http.get(f"{upstream.url}/after-failure").json()["path"] == "/after-failure"
+        else:
+            with pytest.raises(requests.exceptions.ConnectionError):
+                http.get(f"{upstream.url}/after-failure")
+
+
+def test_bytes_handed_over_for_another_socket_are_left_for_it() -> None:
+    """A response of one socket never takes what was received from another."""
+    mine, theirs = object(), object()
+    reader = io.BytesIO(b"")
+    whole.handed[theirs] = (b"HTTP/1.1 200 OK\r\n", None)
+    try:
+        assert whole.taken_over(mine, reader) is reader
+        assert theirs in whole.handed
+    finally:
+        whole.handed.pop(theirs, None)
