@@ -180,3 +180,12 @@ def test_header_blocks_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyP
     )
     unhashable = CaseInsensitiveDict({**base, "X-L": ["v"]})
     assert _transport.request_head("GET", "/", unhashable, "Host: h", None) is None
+
+
+def test_a_body_without_a_length_is_left_to_urllib3() -> None:
+    """A request with a body (or a method that has one) and no Content-Length is not plain:
+    urllib3 writes it (and adds the length, or chunks it)."""
+    base = {"User-Agent": "u", "Accept-Encoding": "gzip"}
+    assert _transport.request_head("POST", "/", base, "Host: h", None) is None
+    assert _transport.request_head("GET", "/", base, "Host: h", 3) is None
+    assert _transport.request_head("GET", "/", base, "Host: h", None) is not None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 import requests
+import urllib3
 
 import wsgi_pool
 from tests.harness import FAST, Harness, keep_alive
-from tests.support import run_together
+from tests.support import run_together, wait_until
 from wsgi_pool import (
     DeadlineExceeded,
     PoolConfig,
@@ -123,3 +127,41 @@ def test_a_closed_pool_left_in_the_manager_is_replaced(
         p.num_requests for p in live_pools(http.pools.adapter.poolmanager) if p.port == second_port
     ]
     assert kept == [1]  # the open pool was kept
+
+
+def _pool_of(client: wsgi_pool.Client, url: str) -> Any:
+    manager = client.pools.adapter.poolmanager
+    return manager.connection_from_url(url)
+
+
+def test_a_connection_put_back_wakes_a_caller_waiting_on_the_queue(upstream: Upstream) -> None:
+    """Connections go back into urllib3's queue directly; a caller waiting on the queue itself
+    (urllib3's own get, as a tool may call it) is woken as urllib3's put would wake it."""
+    with wsgi_pool.client() as http:
+        http.get(f"{upstream.url}/warm")
+        pool = _pool_of(http, upstream.url)
+        conn = pool._get_conn()
+        taken = [pool.pool.get(block=False) for _ in range(pool.pool.qsize())]
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.append(pool.pool.get(timeout=10)))
+        waiter.start()
+        assert wait_until(lambda: len(pool.pool.not_empty._waiters) == 1)
+        pool._put_conn(conn)
+        waiter.join(timeout=10)
+        assert got == [conn]
+        for item in [*taken, got[0]]:
+            pool.pool.put(item, block=False)
+
+
+def test_a_connection_put_back_into_a_full_queue_is_closed_as_urllib3_closes_it(
+    upstream: Upstream,
+) -> None:
+    """With no room in the queue (a tool put one back twice), urllib3's own put decides."""
+    with wsgi_pool.client() as http:
+        http.get(f"{upstream.url}/warm")
+        pool = _pool_of(http, upstream.url)
+        conn = pool._get_conn()
+        pool.pool.put(None, block=False)  # the room it left, taken
+        with pytest.raises(urllib3.exceptions.FullPoolError):
+            pool._put_conn(conn)
+        assert conn.sock is None
