@@ -127,6 +127,27 @@ class Client(requests.Session):
     client keeps them for the request; a client kept longer must not).
     """
 
+    # requests.Session.__init__ is skipped on purpose: it builds two adapters, each with pools
+    # of its own. What it sets is here: the settings that are values as class defaults (set on
+    # the client when changed), the ones that are containers made on first use (a middleware
+    # makes a client per incoming request, and most use few of them).
+    auth: Any = None
+    stream = False
+    verify: Any = True
+    cert: Any = None
+    max_redirects = DEFAULT_REDIRECT_LIMIT
+    not_after: float | None = None
+    """The incoming request's budget (a ``time.monotonic()`` moment): no call outlives it."""
+    propagation: Propagation | None = None
+    """The incoming request's id and trace context, sent to upstreams allowed to see them."""
+    _policy: Policy | None = None  # the config's call settings, found on first use
+    _streams: list[requests.Response] | None = None
+    _ended: str | None = None  # its request ended (end()): that request's id
+    _headers: CaseInsensitiveDict[Any] | None = None  # made on first use: see headers
+    _jar: RequestsCookieJar | None = None  # made on first use: see cookies
+    _own_pools: WorkerPools | None = None  # pools of the caller's own making, if given
+    _settings: dict[str, Any] | None = None  # proxies, hooks, params, adapters once made
+
     def __init__(
         self,
         config: PoolConfig | None = None,
@@ -136,35 +157,83 @@ class Client(requests.Session):
         not_after: float | None = None,
         propagation: Propagation | None = None,
     ) -> None:
-        # requests.Session.__init__ is skipped on purpose: it builds two adapters, each with
-        # pools of its own. Every attribute it sets is set here, cheaply.
         self._config = config
         self._pools = pools
-        self._policy: Policy | None = None  # the config's call settings, found on first use
-        self.not_after = not_after
-        """The incoming request's budget (a ``time.monotonic()`` moment): no call outlives it."""
-        self.propagation = propagation
-        """The incoming request's id and trace context, sent to upstreams allowed to see them."""
-        self._streams: list[requests.Response] | None = None
-        self._ended: str | None = None  # why it may not be used: its request ended (end())
-        self._headers: CaseInsensitiveDict[Any] | None = None  # made on first use: see headers
-        self.auth = None
-        self.proxies = {}
-        self.hooks = default_hooks()
-        self.params = {}
-        self.stream = False
-        self.verify = True
-        self.cert = None
-        self.max_redirects = DEFAULT_REDIRECT_LIMIT
         self._keeps_cookies = keep_cookies
-        self._jar: RequestsCookieJar | None = None  # made on first use: see cookies
-        if pools is not None and config is None and pools.config is not _process.effective(None):
-            config = self._config = pools.config  # pools made for a config: calls keep it
-        if pools is None or pools.registered:
-            mounted = adapter(config)
-        else:  # pools of the caller's own making: the calls go through them
-            mounted = ProcessAdapter(config, pools)
-        self.adapters = OrderedDict([("https://", mounted), ("http://", mounted)])
+        if not_after is not None:
+            self.not_after = not_after
+        if propagation is not None:
+            self.propagation = propagation
+        if pools is not None:
+            if config is None and pools.config is not _process.effective(None):
+                self._config = pools.config  # pools made for a config: calls keep it
+            if not pools.registered:  # pools of the caller's own making: calls go through them
+                self._own_pools = pools
+
+    def _setting(self, name: str) -> Any:
+        """One of requests' container settings, made on first use as Session.__init__ makes it."""
+        made = self._settings
+        if made is None:
+            made = self._settings = {}
+        found = made.get(name)
+        if found is None:
+            if name == "adapters":
+                own = self._own_pools
+                mounted = (
+                    adapter(self._config) if own is None else ProcessAdapter(self._config, own)
+                )
+                found = OrderedDict([("https://", mounted), ("http://", mounted)])
+            else:
+                found = default_hooks() if name == "hooks" else {}
+            made[name] = found
+        return found
+
+    def _set(self, name: str, value: Any) -> None:
+        if self._settings is None:
+            self._settings = {}
+        self._settings[name] = value
+
+    def _made(self, name: str) -> Any:
+        """One of those settings if it was made (None: requests' default, not made yet)."""
+        made = self._settings
+        return None if made is None else made.get(name)
+
+    @property
+    def proxies(self) -> Any:
+        """The client's proxies (requests' ``Session.proxies``; made on first use)."""
+        return self._setting("proxies")
+
+    @proxies.setter
+    def proxies(self, value: Any) -> None:
+        self._set("proxies", value)
+
+    @property
+    def hooks(self) -> Any:
+        """The client's hooks (requests' ``Session.hooks``; made on first use)."""
+        return self._setting("hooks")
+
+    @hooks.setter
+    def hooks(self, value: Any) -> None:
+        self._set("hooks", value)
+
+    @property
+    def params(self) -> Any:
+        """The client's query parameters (requests' ``Session.params``; made on first use)."""
+        return self._setting("params")
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        self._set("params", value)
+
+    @property
+    def adapters(self) -> Any:
+        """The mounted adapters (requests' ``Session.adapters``; made on first use): this
+        process's pools for http and https, unless the client mounts its own."""
+        return self._setting("adapters")
+
+    @adapters.setter
+    def adapters(self, value: Any) -> None:
+        self._set("adapters", value)
 
     @property
     def headers(self) -> CaseInsensitiveDict[Any]:
@@ -277,8 +346,9 @@ class Client(requests.Session):
                 )
             else:  # what prepare_request makes of that Request, without making it
                 prepared = self._prepared(method, url, params, headers, data, files, json, auth)
-                if self.hooks and self.hooks.get("response"):  # the client's own hooks
-                    prepared.prepare_hooks(self.hooks)
+                hooks = self._made("hooks")
+                if hooks and hooks.get("response"):  # the client's own hooks
+                    prepared.prepare_hooks(hooks)
             settings = self.merge_environment_settings(
                 prepared.url, proxies or {}, stream, verify, cert
             )
@@ -302,12 +372,13 @@ class Client(requests.Session):
         # check is the adapter's, once per call.
         pools = self._pools or self.pools
         base: Any = pools.proxies
-        if not (base or proxies or self.proxies):
+        own = self._made("proxies")
+        if not (base or proxies or own):
             merged: Any = {}  # what merging three empty settings makes
         else:
             if base and pools.no_proxy and pools.bypasses_proxy(parse_url(url or "").host):
                 base = {}
-            merged = merge_setting(proxies, merge_setting(self.proxies, base))
+            merged = merge_setting(proxies, merge_setting(own, base))
         return {
             "proxies": merged,
             "stream": merge_setting(stream, self.stream),
@@ -357,14 +428,14 @@ class Client(requests.Session):
             files,
             json,
             auth,
-            own_params=self.params,
+            own_params=self._made("params"),
             own_headers=self._headers,
             own_auth=self.auth,
         )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if self._ended is not None:
-            raise RequestEnded(self._ended)
+            raise RequestEnded(self._why_ended())
         # The request's id and trace context reach the adapter in this thread's context.
         serving = None if self.propagation is None else serve(self.propagation)
         if "proxies" not in kwargs:  # a direct send(): requests would use only self.proxies
@@ -452,24 +523,29 @@ class Client(requests.Session):
 
     def close(self) -> None:
         """Release the streamed responses still open and close adapters this client mounted."""
-        streams, self._streams = self._streams, None
-        for response in list(streams or ()):
-            response.close()
-            if self._ended is not None and _holds_body(response):
-                response.raw = _EndedBody(response.raw, self._ended)
-        for mounted in self.adapters.values():
-            mounted.close()
+        streams = self._streams
+        if streams:
+            self._streams = None
+            for response in list(streams):
+                response.close()
+                if self._ended is not None and _holds_body(response):
+                    response.raw = _EndedBody(response.raw, self._why_ended())
+        mounted = self._made("adapters")  # none made: only this process's pools, nothing to close
+        for each in (mounted or {}).values():
+            each.close()
 
     def end(self) -> None:
         """The request this client belongs to has ended: it is closed, and any later call, or
         read of a body it streamed and left unread, raises :class:`RequestEnded`."""
-        request_id = (self.propagation.request_id if self.propagation else None) or "-"
-        self._ended = (
-            f"the request {request_id} this client belonged to has ended: its budget, id and "
+        self._ended = (self.propagation.request_id if self.propagation else None) or "-"
+        self.close()
+
+    def _why_ended(self) -> str:
+        return (
+            f"the request {self._ended} this client belonged to has ended: its budget, id and "
             f"cookies were that request's (use wsgi_pool.client() outside a request, and read "
             f"a streamed body before returning the response)"
         )
-        self.close()
 
     def __repr__(self) -> str:
         return f"<wsgi_pool.Client over {self.pools!r}>"

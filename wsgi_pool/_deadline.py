@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final, Protocol
 
 from ._checks import seconds as check_seconds
-from ._propagation import environ_key
+from ._propagation import environ_keys
 
 logger = logging.getLogger("wsgi_pool")
 
@@ -146,8 +146,8 @@ def incoming_budget(environ: Mapping[str, Any], headers: tuple[str, ...]) -> flo
     is ignored: a budget only ever shortens the deadline of outbound calls, so a caller cannot
     lengthen them.
     """
-    for name in headers:
-        value = environ.get(environ_key(name))
+    for key in environ_keys(headers):
+        value = environ.get(key)
         if not isinstance(value, str):
             continue
         text = value.strip()

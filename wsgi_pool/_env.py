@@ -10,7 +10,6 @@ skipped. Nothing here knows the fields themselves.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -107,6 +106,8 @@ def read(environ: Mapping[str, str], parsers: Mapping[str, Parser]) -> dict[str,
         parse = parsers.get(name)
         if parse is None:
             # The name after the prefix only: the shared prefix would make anything look close.
+            import difflib  # noqa: PLC0415  (only for a misspelt variable: 170 KiB otherwise)
+
             close = difflib.get_close_matches(name, list(parsers), n=1, cutoff=0.8)
             if close:
                 suggestion = ENV_PREFIX + close[0].upper()

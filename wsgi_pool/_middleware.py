@@ -82,9 +82,10 @@ class PoolMiddleware(Serves):
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         config, pools = self.pools_for(environ)
-        exporter = metrics_endpoint(pools, environ)
-        if exporter is not None:
-            return exporter.serve(environ, start_response)
+        if pools.config.metrics_path is not None:
+            exporter = metrics_endpoint(pools, environ)
+            if exporter is not None:
+                return exporter.serve(environ, start_response)
         client = bind_client(environ, pools, config)
         try:
             with Serving(client):
@@ -123,12 +124,14 @@ class Serving:
         self._client = client
 
     def __enter__(self) -> None:
-        self._block = _deadline.enter_block(self._client.not_after)
+        ends = self._client.not_after
+        self._block = None if ends is None else _deadline.enter_block(ends)
         self._serving = _propagation.serve(self._client.propagation)
 
     def __exit__(self, *exc: object) -> None:
         _propagation.stop_serving(self._serving)
-        _deadline.leave_block(self._block)
+        if self._block is not None:
+            _deadline.leave_block(self._block)
 
 
 def within(client: Client, body: Iterable[Any]) -> _Within:
@@ -179,7 +182,7 @@ def _release_after(
     """``body``, with the client released when the server closes it (at once for a list). A
     file the server sends itself stays its ``wsgi.file_wrapper`` (hiding it would stop
     sendfile): the release is added to its own ``close``."""
-    if isinstance(body, list | tuple):
+    if isinstance(body, (list, tuple)):
         client.end()
         return body
     file_wrapper = environ.get("wsgi.file_wrapper")

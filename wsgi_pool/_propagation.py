@@ -157,6 +157,12 @@ def environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
+@functools.lru_cache(maxsize=64)
+def environ_keys(headers: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`environ_key` of each header, worked out once per tuple of headers."""
+    return tuple(environ_key(header) for header in headers)
+
+
 def _rejected(header: str, value: object, request_id: str) -> None:
     shown = ascii(value[:64] if isinstance(value, str) else value)
     logger.warning(

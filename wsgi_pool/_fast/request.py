@@ -96,8 +96,10 @@ class OneSend(_Base):
                 enforce_content_length=enforce_content_length,
             )
             return
-        # What putrequest, putheader, endheaders and send leave behind, as they leave it.
-        sock.settimeout(conn.timeout)
+        # What putrequest, putheader, endheaders and send leave behind, as they leave it
+        # (the socket's timeout set as urllib3 sets it; no system call when it is that already).
+        if sock.gettimeout() != conn.timeout:
+            sock.settimeout(conn.timeout)
         conn._response_options = _ResponseOptions(
             request_method=method,
             request_url=url,

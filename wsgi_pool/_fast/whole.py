@@ -266,7 +266,10 @@ def make_request(  # noqa: PLR0917  (urllib3's _make_request)
     """
     pool.num_requests += 1
     # The call's Timeout (_call.checked_timeout) has no total: its two timeouts are as given.
-    read_timeout, conn.timeout = timeout._read, timeout._connect
+    # On a kept connection the request is sent within the read timeout, not the connect one
+    # (urllib3's): a send that blocks waits on the peer reading, as the answer does, and one
+    # timeout for both saves two system calls per call (the socket's mode set twice).
+    read_timeout = conn.timeout = timeout._read
     # urllib3's _validate_conn (seams.WHOLE holds it unpatched): on a kept connection it only
     # warns when an https one is not verified; that one goes through it.
     if pool.scheme == "https" and not (conn.is_verified or conn.proxy_is_verified):
