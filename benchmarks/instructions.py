@@ -216,7 +216,17 @@ def stages(url: str, ca: str) -> dict[str, Callable[[], Callable[[], object]]]:
 
     import wsgi_pool  # noqa: PLC0415
     from wsgi_pool import _attempt, _deadline  # noqa: PLC0415
-    from wsgi_pool._call import checked_timeout  # noqa: PLC0415
+
+    def checked_timeout(connect: float, read: float) -> Any:
+        from urllib3.util import Timeout  # noqa: PLC0415
+
+        return Timeout(connect=connect, read=read)
+
+    def attempt() -> Any:  # an older tree's Attempt takes no whole
+        try:
+            return _attempt.Attempt(whole=1 << 20)
+        except TypeError:
+            return _attempt.Attempt()
 
     target = url + PATH
     http = wsgi_pool.client(wsgi_pool.PoolConfig(ca_bundle=ca))
@@ -245,7 +255,7 @@ def stages(url: str, ca: str) -> dict[str, Callable[[], Callable[[], object]]]:
 
         def run() -> object:
             token = _deadline.bind(_deadline.start_call(30.0, None))
-            trying = _attempt.bind(_attempt.Attempt(whole=1 << 20))
+            trying = _attempt.bind(attempt())
             try:
                 return adapter.attempt(
                     request, timeout=checked_timeout(5.0, 15.0), **options
@@ -264,10 +274,17 @@ def stages(url: str, ca: str) -> dict[str, Callable[[], Callable[[], object]]]:
 
         def run() -> object:
             token = _deadline.bind(_deadline.start_call(30.0, None))
-            trying = _attempt.bind(_attempt.Attempt(whole=1 << 20))
+            trying = _attempt.bind(attempt())
             try:
-                answer = pool.send(request, timeout, adapter.max_retries, whole=True)
-                return answer.wp_body
+                try:
+                    answer = pool.send(request, timeout, adapter.max_retries, whole=True)
+                except TypeError:  # an older tree's exchange reads no answer whole
+                    answer = pool.send(request, timeout, adapter.max_retries)
+                body = getattr(answer, "wp_body", None)
+                if body is None:  # read as urllib3 reads it, the connection given back
+                    body = answer.read(decode_content=True)
+                    answer.release_conn()
+                return body
             finally:
                 _attempt.unbind(trying)
                 _deadline.unbind(token)
