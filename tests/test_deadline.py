@@ -430,3 +430,14 @@ def test_an_instant_deadline_bounds_outbound_calls(harness: Harness) -> None:
     wsgi_pool.PoolMiddleware(app, config)(environ, lambda *a: lambda b: None)
     assert isinstance(seen["error"], DeadlineExceeded)
     assert seen["error"].deadline <= 0.4
+
+
+def test_a_block_until_no_moment_changes_nothing() -> None:
+    """``until(None)`` (an incoming request with no budget) leaves every deadline as it was."""
+    from wsgi_pool import _deadline  # noqa: PLC0415
+
+    with _deadline.until(None):
+        assert _deadline._block_ends.get() is None
+        with _deadline.until(123.0), _deadline.until(None):
+            assert _deadline._block_ends.get() == 123.0
+    assert _deadline._block_ends.get() is None

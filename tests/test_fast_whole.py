@@ -29,6 +29,7 @@ from urllib3.response import HTTPResponse
 import wsgi_pool
 from tests.faults import Peer
 from tests.harness import Harness, close_reused_after_reading
+from tests.support import tls_context
 from wsgi_pool import PoolConfig
 from wsgi_pool._fast import whole
 from wsgi_pool._fast.headers import QuickHeaders
@@ -70,6 +71,10 @@ WHOLE: dict[str, tuple[bytes, bool]] = {
     "keep-alive hint": (answer("200 OK", "Keep-Alive: timeout=5, max=100", body=b"k"), True),
     "connection close": (answer("200 OK", "Connection: close", body=b"c"), False),
     "bytes after the body": (answer("200 OK", body=b"abc") + b"XYZ", False),
+}
+
+# Answers read whole or not, as their bytes arrive (only what is there already is read).
+EITHER: dict[str, tuple[bytes, bool]] = {
     "body beyond the first read": (answer("200 OK", body=b"x" * 200_000), True),
 }
 
@@ -229,6 +234,17 @@ def test_plain_answers_are_read_whole_as_urllib3_reads_them(
     harness.assert_intact(harness.clients[0])
 
 
+@pytest.mark.parametrize("name", list(EITHER), ids=list(EITHER))
+def test_answers_arriving_in_parts_are_the_same_either_way(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """An answer whose body comes in several reads: what is there is read, the standard
+    reader reads the rest; the caller sees the same."""
+    fast, standard, _ = _both_ways(harness, monkeypatch, EITHER, name)
+    assert fast == standard
+    assert fast[1] == "/after"
+
+
 @pytest.mark.parametrize("name", list(STANDARD), ids=list(STANDARD))
 def test_other_answers_are_read_the_standard_way(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, name: str
@@ -297,13 +313,40 @@ def test_a_body_the_caller_reads_later_is_never_read_whole(
     harness.assert_intact(http)
 
 
-def test_answers_over_tls_are_read_whole(https_upstream: Upstream, ca_file: str) -> None:
-    """Over TLS, the answer is read whole from the TLS socket, as over plain http."""
-    with wsgi_pool.client(PoolConfig(ca_bundle=ca_file)) as http:
-        http.get(f"{https_upstream.url}/warm")
-        response = http.get(f"{https_upstream.url}/items/1?x=y")
-        assert type(response.raw) is WholeResponse
-        assert response.json()["path"] == "/items/1?x=y"
+def test_answers_over_tls_are_read_whole(harness: Harness, ca: Any, ca_file: str) -> None:
+    """Over TLS, an answer sent in one piece is read whole from the TLS socket; one whose body
+    comes later (http.server writes the head first) is read the standard way, the same."""
+    server = harness.serve(canned(WHOLE), tls=tls_context(ca, "127.0.0.1"))
+    http = harness.client(ca_bundle=ca_file)
+    http.get(f"{server.url}/warm")
+    response = http.get(f"{server.url}/case/json")
+    assert type(response.raw) is WholeResponse
+    assert response.content == JSON
+    harness.assert_intact(http)
+
+
+def test_a_body_not_there_yet_is_left_to_the_standard_reader(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body sent after its head (http.server, gunicorn) is not waited for: the call's head
+    is in, its ``elapsed`` ends there as requests' does, and the standard reader reads the rest."""
+
+    def head_then_body(peer: Peer) -> None:
+        while seen := peer.read_request():
+            body = seen.path.encode()
+            peer.send(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+            if seen.path.startswith("/late"):
+                time.sleep(0.3)
+            peer.send(body)
+
+    server = harness.serve(head_then_body)
+    http = harness.client()
+    http.get(f"{server.url}/warm")
+    response = http.get(f"{server.url}/late")
+    assert type(response.raw) is not WholeResponse
+    assert response.text == "/late"
+    assert response.elapsed.total_seconds() < 0.25  # the head's time, not the body's
+    harness.assert_intact(http)
 
 
 def test_a_kept_connection_the_server_closed_is_replayed(harness: Harness) -> None:

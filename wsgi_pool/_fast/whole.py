@@ -31,6 +31,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3._collections import HTTPHeaderDict
 from urllib3.connection import BaseSSLError
 from urllib3.response import BytesQueueBuffer, HTTPResponse
+from urllib3.util.wait import wait_for_read
 
 from .headers import stored
 
@@ -358,10 +359,14 @@ def _read_answer(  # noqa: PLR0917
 
 
 def _rest(sock: Any, data: bytes, missing: int) -> tuple[bytes, BaseException | None]:
-    """``data`` and the ``missing`` bytes that follow it, or as many as came before the
-    socket failed (and the failure) or the server closed it."""
+    """``data`` and the ``missing`` bytes that follow it if they are there already, or as many
+    as were there (the rest is the standard reader's to wait for: the call's head is in, and
+    its ``elapsed`` and first-byte time end there, as requests' do), or as many as came before
+    the socket failed (and the failure) or the server closed it."""
     chunks = [data]
     while missing > 0:
+        if not _received(sock):
+            return b"".join(chunks), None
         try:
             more = sock.recv(min(missing, FIRST_READ))
         except (BaseSSLError, OSError) as exc:
@@ -390,6 +395,12 @@ def _standard_response(  # noqa: PLR0917
     response._connection = response_conn  # as urllib3 sets it
     response._pool = pool
     return response
+
+
+def _received(sock: Any) -> bool:
+    """Whether ``sock`` has bytes to read now (decrypted ones TLS holds, or the socket's)."""
+    pending = getattr(sock, "pending", None)
+    return bool(pending is not None and pending()) or wait_for_read(sock, timeout=0.0)
 
 
 class _Received(io.RawIOBase):
