@@ -14,6 +14,7 @@ import functools
 import http.client
 import io
 import random
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -524,11 +525,12 @@ def test_nothing_handed_over_is_left_behind(
         _both_ways(harness, monkeypatch, STANDARD, name)
 
 
-def test_urllib3s_view_of_an_answer_read_whole_can_be_replaced(upstream: Upstream) -> None:
+def test_urllib3s_view_of_an_answer_read_whole_can_be_replaced(harness: Harness) -> None:
     """The parts of urllib3's response made on first use can be set, as urllib3's own can."""
-    with wsgi_pool.client() as http:
-        http.get(f"{upstream.url}/warm")
-        raw = http.get(f"{upstream.url}/x").raw
+    server = harness.serve(canned(WHOLE))
+    with harness.client() as http:
+        http.get(f"{server.url}/warm")
+        raw = http.get(f"{server.url}/case/json").raw
         assert type(raw) is WholeResponse
         assert raw.headers["Content-Type"] == "application/json"
         raw.headers = HTTPHeaderDict({"X-Set": "1"})
@@ -619,3 +621,73 @@ def test_bytes_handed_over_for_another_socket_are_left_for_it() -> None:
         assert theirs in whole.handed
     finally:
         whole.handed.pop(theirs, None)
+
+
+def test_only_the_first_connection_header_counts(harness: Harness) -> None:
+    """As http.client: an answer whose first Connection header keeps the connection (a later
+    one saying close) keeps it."""
+    answers = {
+        "two": (answer("200 OK", "Connection: keep-alive", "Connection: close", body=b"t"), True)
+    }
+    server = harness.serve(canned(answers))
+    http = harness.client()
+    http.get(f"{server.url}/warm")
+    response = http.get(f"{server.url}/case/two")
+    assert type(response.raw) is WholeResponse
+    assert http.get(f"{server.url}/after").text == "/after"
+    assert server.connections == 1
+    harness.assert_intact(http)
+
+
+def test_urllib3_logs_an_answer_read_whole_as_its_own(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """urllib3's debug line for each answer is written for one read whole too, the same."""
+    server = harness.serve(canned(WHOLE))
+    with harness.client() as client:
+        client.get(f"{server.url}/warm")
+        with caplog.at_level("DEBUG", logger="urllib3.connectionpool"):
+            response = client.get(f"{server.url}/case/json")
+        assert type(response.raw) is WholeResponse
+    port = server.url.rsplit(":", 1)[1]
+    expected = f'http://127.0.0.1:{port} "GET /case/json HTTP/1.1" 200 {len(JSON)}'
+    assert expected in caplog.messages
+
+
+def test_a_large_upload_on_a_kept_connection_waits_the_connect_timeout(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body too long for one send is sent as urllib3 sends it, within the connect timeout:
+    a server that stops reading fails the call in that time, either way."""
+    stop = threading.Event()
+
+    def stops_reading(peer: Peer) -> None:
+        peer.read_request()
+        peer.respond()
+        stop.wait(10)  # reads nothing more
+
+    took = []
+    for standard in (False, True):
+        server = harness.serve(stops_reading)
+        http = harness.client(connect_timeout=0.5, read_timeout=4.0, retries=0)
+        if standard:
+            monkeypatch.setattr(urllib3.connection.HTTPConnection, "getresponse", _standard_only())
+        http.get(f"{server.url}/warm")
+        started = time.monotonic()
+        with pytest.raises(wsgi_pool.UpstreamError):
+            http.post(f"{server.url}/upload", data=b"x" * (64 << 20))
+        took.append(time.monotonic() - started)
+        monkeypatch.undo()
+    stop.set()
+    assert max(took) < 2.5, took  # the connect timeout (0.5 s) and the transfer, never 4 s
+
+
+def test_a_client_setting_set_to_none_reads_none() -> None:
+    """requests' container settings keep what they are set to, None included."""
+    client = wsgi_pool.Client()
+    assert client.proxies == {}
+    assert client.params == {}
+    client.proxies = None
+    client.hooks = None
+    client.params = None
+    assert (client.proxies, client.hooks, client.params) == (None, None, None)

@@ -313,3 +313,37 @@ def test_a_group_with_a_deleted_function_is_judged_each_time(
 def test_a_group_fetches_each_class_once() -> None:
     """Seams of one class are fetched together, however many the group names."""
     assert len(seams.WHOLE._fetch) == len({seam.owner for seam in seams.WHOLE.seams})
+
+
+def test_a_wrapt_wrapper_installed_late_is_seen(upstream: Upstream) -> None:
+    """A tool that wraps with ``wrapt`` (OpenTelemetry, ddtrace) after calls were made is seen
+    at once: its wrapper compares equal to the function it wraps, and must not pass for it."""
+    import wrapt  # noqa: PLC0415  (OpenTelemetry's instrumentations bring it)
+
+    seen: list[str] = []
+
+    def traced(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        seen.append(wrapped.__name__)
+        return wrapped(*args, **kwargs)
+
+    with wsgi_pool.client() as http:
+        http.get(f"{upstream.url}/warm")
+        http.get(f"{upstream.url}/warm")  # every group judged intact, and remembered
+        assert seams.TRY.intact()
+        assert seams.WHOLE.intact()
+        originals = (
+            vars(urllib3.connectionpool.HTTPConnectionPool)["urlopen"],
+            vars(http_client.HTTPConnection)["getresponse"],
+        )
+        wrapt.wrap_function_wrapper(urllib3.connectionpool, "HTTPConnectionPool.urlopen", traced)
+        wrapt.wrap_function_wrapper(http_client, "HTTPConnection.getresponse", traced)
+        try:
+            assert not seams.TRY.intact()
+            assert not seams.WHOLE.intact()
+            assert http.get(f"{upstream.url}/traced").json()["path"] == "/traced"
+            assert seen == ["urlopen", "getresponse"]
+        finally:
+            urllib3.connectionpool.HTTPConnectionPool.urlopen = originals[0]  # type: ignore[method-assign]
+            http_client.HTTPConnection.getresponse = originals[1]  # type: ignore[method-assign]
+        assert seams.TRY.intact()
+        assert seams.WHOLE.intact()

@@ -175,8 +175,8 @@ class Client(requests.Session):
         made = self._settings
         if made is None:
             made = self._settings = {}
-        found = made.get(name)
-        if found is None:
+        found = made.get(name, _UNMADE)
+        if found is _UNMADE:
             if name == "adapters":
                 own = self._own_pools
                 mounted = (
@@ -564,3 +564,4 @@ class Client(requests.Session):
 
 
 _PREPARE: Final = Client.prepare_request
+_UNMADE: Final = object()

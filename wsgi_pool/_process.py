@@ -36,26 +36,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wsgi_pool")
 
-_pid = os.getpid()
-
-
-def _forked() -> None:  # pragma: no cover  (runs in a forked child, which nobody measures)
-    global _pid
-    _pid = os.getpid()
-
-
-def _known_pid() -> int:
-    """This process's id as of its last fork (``os.register_at_fork``): no system call."""
-    return _pid
-
-
-os.register_at_fork(after_in_child=_forked)
-
-getpid: Callable[[], int] = os.getpid if "uwsgi" in sys.modules else _known_pid
-"""The process-id source, asked on every call (the fork check); tests replace it to fake a
-fork. Known from the last fork where every fork runs Python's fork hooks; under uWSGI,
-whose workers are forked without them unless ``py-call-osafterfork`` is set, asked of the
-system each time."""
+getpid: Callable[[], int] = os.getpid
+"""The process-id source, asked on every call (the fork check; tests replace it to fake a
+fork). Asked of the system every time: a process id remembered from Python's fork hooks
+would be wrong in a child forked without them (uWSGI without ``py-call-osafterfork``, a C
+extension's fork), which would then use its parent's connections."""
 
 MAX_POOL_SETS: Final = 8
 """Sets of pools one process keeps (one per pool shape, ``PoolConfig.pool_shape``); past that

@@ -6,7 +6,7 @@ an absent one: a raised exception for every header a call asks about and does no
 (``Location`` on every response, ``Set-Cookie``, ``Content-Encoding`` ...). :class:`QuickHeaders`
 is a ``CaseInsensitiveDict`` that answers both from its store directly; everything else is
 requests' own. The fast path's prepared requests and responses carry it;
-``tests/test_fast_headers.py`` compares its answers with requests'.
+``tests/test_fast_whole.py`` compares its answers with requests'.
 """
 
 from __future__ import annotations

@@ -84,20 +84,25 @@ class Group:
         names: dict[type, tuple[Any, list[str]]] = {}
         for seam in seams:  # one fetch per class
             names.setdefault(seam.owner, (seam.namespace, []))[1].append(seam.name)
+        # itemgetter of two names or more gives a tuple; a lone name is asked twice for one
         self._fetch = tuple(
-            (namespace, operator.itemgetter(*found)) for namespace, found in names.values()
+            (namespace, operator.itemgetter(*found, *found[:1] * (len(found) == 1)))
+            for namespace, found in names.values()
         )
-        self._state: tuple[object, bool] = (_UNSEEN, False)
+        self._state: tuple[list[Any], bool] = ([], False)
 
     def intact(self) -> bool:
         values: list[Any] | None = []
         try:
             for namespace, fetch in self._fetch:
-                values.append(fetch(namespace))  # type: ignore[union-attr]
+                values.extend(fetch(namespace))  # type: ignore[union-attr]
         except KeyError:  # one was deleted: judged each time
             values = None
         state = self._state  # read once: another thread may replace it meanwhile
-        if values is not None and values == state[0]:
+        # The very objects seen before (identity: a wrapt wrapper compares equal to the
+        # function it wraps, and must not pass for it).
+        seen = state[0]
+        if values is not None and len(values) == len(seen) and all(map(operator.is_, values, seen)):
             return state[1]
         verdict = all(seam.intact() for seam in self.seams)
         if values is not None:

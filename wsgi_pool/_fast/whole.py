@@ -30,6 +30,7 @@ from typing import Any, Final
 from requests.structures import CaseInsensitiveDict
 from urllib3._collections import HTTPHeaderDict
 from urllib3.connection import BaseSSLError
+from urllib3.connectionpool import log as _log
 from urllib3.response import BytesQueueBuffer, HTTPResponse
 from urllib3.util.wait import wait_for_read
 
@@ -37,6 +38,9 @@ from .headers import stored
 
 FIRST_READ: Final = 65536
 """Bytes asked of the socket by one read."""
+
+SMALL_BODY: Final = 64 * 1024
+"""A request body this long or shorter goes out with its head in one send (``_fast.request``)."""
 
 MAX_WHOLE: Final = 1 << 20
 """The longest body read whole; a longer one is read the standard way."""
@@ -186,11 +190,18 @@ def plain_answer(data: bytes, method: str, limit: int) -> _Answer | int | None:
     body = data[end + 4 :]
     if len(body) < size:
         return size - len(body)  # the rest is on its way (a head and body sent apart)
-    connection = store.get("connection")
-    # http.client closes after an answer that says so; bytes past the body are no answer to
-    # anything, and the connection is closed rather than reused after them.
-    close = (connection is not None and "close" in connection[1].lower()) or len(body) > size
+    # http.client closes after an answer whose (first) Connection header says so; bytes past
+    # the body are no answer to anything, and the connection is closed rather than reused.
+    close = len(body) > size or ("connection" in store and _says_close(pairs))
     return _Answer(status, reason, pairs, stored(store), data[: end + 4], body[:size], close)
+
+
+def _says_close(pairs: list[tuple[str, str]]) -> bool:
+    """http.client's ``_check_close`` for HTTP/1.1: the first Connection header has "close"."""
+    for name, value in pairs:
+        if name.lower() == "connection":
+            return "close" in value.lower()
+    return False  # pragma: no cover  (asked only when there is one)
 
 
 _Head = tuple[int, str, list[tuple[str, str]], dict[str, tuple[str, str]]]
@@ -267,10 +278,12 @@ def make_request(  # noqa: PLR0917  (urllib3's _make_request)
     """
     pool.num_requests += 1
     # The call's Timeout (_call.checked_timeout) has no total: its two timeouts are as given.
-    # On a kept connection the request is sent within the read timeout, not the connect one
-    # (urllib3's): a send that blocks waits on the peer reading, as the answer does, and one
-    # timeout for both saves two system calls per call (the socket's mode set twice).
-    read_timeout = conn.timeout = timeout._read
+    # urllib3 sends within the connect timeout. A request that goes out in one send of at most
+    # 64 KiB never waits on the peer (the socket's buffer takes it): it is sent within the read
+    # timeout, so the socket's timeout is not changed twice per call (two system calls).
+    read_timeout = timeout._read
+    small = body is None or (type(body) is bytes and len(body) <= SMALL_BODY)
+    conn.timeout = read_timeout if small else timeout._connect
     # urllib3's _validate_conn (seams.WHOLE holds it unpatched): on a kept connection it only
     # warns when an https one is not verified; that one goes through it.
     if pool.scheme == "https" and not (conn.is_verified or conn.proxy_is_verified):
@@ -296,6 +309,17 @@ def make_request(  # noqa: PLR0917  (urllib3's _make_request)
     answer = _read_answer(pool, conn, method, url, read_timeout, limit)
     if answer is None:
         return _standard_response(pool, conn, url, read_timeout, retries, response_conn)
+    _log.debug(  # urllib3's own line for each response, in its logger
+        '%s://%s:%s "%s %s %s" %s %s',
+        pool.scheme,
+        pool.host,
+        pool.port,
+        method,
+        url,
+        getattr(conn, "_http_vsn_str", "HTTP/?"),
+        answer.status,
+        len(answer.body),  # the length still to read when urllib3 logs it: all of it
+    )
     # What http.client's getresponse leaves on the connection after a response it read whole.
     conn._response_options = None
     conn._HTTPConnection__state = _IDLE
