@@ -62,15 +62,6 @@ class Propagation:
         self._trace: tuple[str, str | None] | None = (traceparent, tracestate)
         self._raw: tuple[object, object] = (None, None)
 
-    @classmethod
-    def incoming(cls, request_id: str, traceparent: object, tracestate: object) -> Propagation:
-        """The request id, and the incoming trace headers as they came (checked on first use)."""
-        made = cls.__new__(cls)
-        made.request_id = request_id
-        made._trace = None
-        made._raw = (traceparent, tracestate)
-        return made
-
     @property
     def traceparent(self) -> str:
         """The incoming ``traceparent`` if valid, else a fresh one (the same for every call)."""
@@ -126,14 +117,18 @@ def _random_bits(bits: int) -> int:
 def from_environ(environ: WSGIEnvironment, request_id_header: str) -> Propagation:
     """The validated id of an incoming request (a fresh one where needed), and its trace headers."""
     raw_id = environ.get(environ_key(request_id_header))
-    request_id = check_request_id(raw_id)
-    if request_id is None:
-        request_id = new_request_id()
-        if raw_id is not None:
+    if type(raw_id) is str and _REQUEST_ID.fullmatch(raw_id):  # check_request_id, inline
+        request_id = raw_id
+    else:
+        request_id = check_request_id(raw_id) or new_request_id()
+        if raw_id is not None and request_id is not raw_id:
             _rejected(request_id_header, raw_id, request_id)
-    return Propagation.incoming(
-        request_id, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE")
-    )
+    # The request id, and the incoming trace headers as they came (checked on first use).
+    made = Propagation.__new__(Propagation)
+    made.request_id = request_id
+    made._trace = None
+    made._raw = (environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+    return made
 
 
 def _trace_context(
