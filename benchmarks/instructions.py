@@ -311,7 +311,21 @@ def stages(url: str, ca: str) -> dict[str, Callable[[], Callable[[], object]]]:
 
         return run
 
+    environ = {"HTTP_X_REQUEST_ID": "b-1", "REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        return [b"ok"]
+
+    def bare_app() -> Callable[[], object]:
+        return lambda: app(dict(environ), None)
+
+    def middleware() -> Callable[[], object]:
+        wrapped = wsgi_pool.PoolMiddleware(app)
+        return lambda: wrapped(dict(environ), None)  # type: ignore[arg-type]
+
     return {
+        "an app that makes no call, bare": bare_app,
+        "the same app in the middleware": middleware,
         "the client's get (all of it)": client_get,
         "Client.send of a prepared request": client_send,
         "the process adapter's send": process_adapter,
@@ -352,6 +366,8 @@ def child(kind: str, name: str, url: str, ca: str, method: str, calls: int) -> N
     gc.freeze()
     for _ in range(calls):
         step()
+    sys.stdout.flush()
+    os._exit(0)  # no interpreter teardown: its work varies from run to run, and is not a call's
 
 
 def count(  # noqa: PLR0917
@@ -486,7 +502,10 @@ def _print_table(table: dict[tuple[str, str, str], float]) -> None:
 
 
 def _stages(schemes: Any, ca: str, args: Any, base: dict[str, str]) -> int:
-    entries = list(stages(schemes[0][1], ca))
+    bare, wrapped, *entries = list(stages(schemes[0][1], ca))
+    app = [
+        per_call("stage", name, schemes[0][1], ca, "GET", args, base) for name in (bare, wrapped)
+    ]
     found: dict[tuple[str, str], float] = {}
     for scheme, url in schemes:
         for entry in entries:
@@ -504,6 +523,10 @@ def _stages(schemes: Any, ca: str, args: Any, base: dict[str, str]) -> int:
         print(f"| {STAGE_NAMES[entry]} | {' | '.join(cells)} |")
     totals = " | ".join(_k(found[(entries[0], scheme)]) for scheme, _ in schemes)
     print(f"| **the whole call** | {totals} |")
+    print(
+        f"\nThe middleware per incoming request, an app that makes no call: "
+        f"{_k(app[1] - app[0])} thousand instructions ({_k(app[1])} with it, {_k(app[0])} without)"
+    )
     print(json.dumps({" ".join(key): value for key, value in found.items()}))
     return 0
 

@@ -13,10 +13,15 @@ piece                  replaces                                    taken while i
 ``session``            ``Session.send``                            ``seams.SESSION``
 ``pools``              ``HTTPAdapter.get_connection_with_tls_      ``seams.ADAPTER``
                        context`` and ``cert_verify``, per call
-``exchange``           ``HTTPConnectionPool.urlopen``              ``seams.ADAPTER``, ``seams.URLOPEN``
-``request``            ``http.client``'s ``putrequest`` ...         ``seams.REQUEST``
+``exchange``           ``HTTPConnectionPool.urlopen``              ``seams.TRY`` (``ADAPTER``,
+                                                                   ``URLOPEN``)
+``request``            ``http.client``'s ``putrequest`` ...         ``seams.REQUEST_WRITE``
                        ``endheaders``, ``send``
 ``head``               ``http.client.parse_headers``               ``seams.HEAD``
+``whole``              urllib3's ``_make_request`` reading an      ``seams.WHOLE``
+                       answer: http.client's and urllib3's
+                       responses, for a plain answer
+``headers``            ``CaseInsensitiveDict``'s ``in`` and ``get``  (a subclass: always)
 ``response``           ``HTTPAdapter.build_response``; the body    ``seams.RESPONSE``;
                        read by ``Response.content``                ``seams.BODY``
 =====================  ==========================================  ===============================
