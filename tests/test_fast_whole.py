@@ -689,3 +689,35 @@ def test_a_client_setting_set_to_none_reads_none() -> None:
     client.hooks = None
     client.params = None
     assert (client.proxies, client.hooks, client.params) == (None, None, None)
+
+
+class _FailingSocket:
+    """A socket that has bytes to read (as TLS says, ``pending``) and then fails reading them."""
+
+    def __init__(self, failure: OSError) -> None:
+        self.failure = failure
+
+    def pending(self) -> int:
+        return 1
+
+    def recv(self, size: int) -> bytes:
+        raise self.failure
+
+
+def test_a_socket_failure_after_the_head_is_met_where_it_happened() -> None:
+    """The socket fails while the rest of a body is read: what was received is handed over
+    with the failure, and the standard reader meets it after those bytes, without waiting."""
+    failure = ConnectionResetError(104, "reset")
+    received, met = whole._rest(_FailingSocket(failure), b"HTTP/1.1 200 OK\r\n\r\nab", 5)
+    assert (received, met) == (b"HTTP/1.1 200 OK\r\n\r\nab", failure)
+    sock = object()
+    whole.handed[sock] = (b"abc", failure)
+    reader = whole.taken_over(sock, io.BufferedReader(io.BytesIO(b"never read")))
+    try:
+        assert reader.read(3) == b"abc"
+        with pytest.raises(ConnectionResetError):
+            reader.read(1)
+        assert reader.read(4) == b"neve"  # then the socket, as it would have been read
+    finally:
+        reader.close()
+    assert sock not in whole.handed
