@@ -4,16 +4,19 @@ For an answer on a kept connection, urllib3's ``_make_request`` has http.client 
 response object with a new buffered reader over the socket and read the head line by line;
 urllib3 copies the headers into an ``HTTPHeaderDict`` and wraps the lot in its
 ``HTTPResponse``, through which requests then reads the body. :func:`make_request` does what
-``_make_request`` does for a kept connection, and reads the answer with one ``recv``. When
-that holds a plain answer whole (an ``HTTP/1.1`` status line with a final status that has a
-body, header lines the email parser takes as they are, one ``Content-Length`` of digits, no
-transfer or content coding, no cookie, the body complete and within the call's limit), the
+``_make_request`` does for a kept connection, and reads the answer with one ``recv`` (and,
+for a body sent after its head, what of it is there already: nothing is waited for past the
+head). When that holds a plain answer whole (an ``HTTP/1.1`` status line with a final status
+that has a body, header lines the email parser takes as they are, one ``Content-Length`` of
+digits, no transfer or content coding, no cookie, the body complete and within the call's
+limit), the
 answer is a :class:`WholeResponse`: urllib3's ``HTTPResponse``, its body read, its
 connection ready to go back, whose requests response is built with its content set
 (``_fast.response.build``). Its urllib3 headers and ``_original_response`` are made only if
 something asks for them. Any other answer is read by http.client and urllib3 as
 always: the bytes already received are handed to the pools' response class
-(:func:`taken_over`), which reads them before the socket.
+(:func:`taken_over`), which reads them before the socket (and meets there a failure of the
+socket met after them).
 
 Taken while ``seams.WHOLE`` is intact; ``tests/test_fast_whole.py`` compares both ways on a
 table of answers, and on random ones.
