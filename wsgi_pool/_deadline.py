@@ -136,9 +136,6 @@ MAX_BUDGET_MS: Final = 3_600_000
 """An incoming budget above an hour is ignored (as a malformed one is): it cannot shorten anything."""
 
 
-_budget_keys: tuple[tuple[str, ...] | None, tuple[str, ...]] = (None, ())
-
-
 def incoming_budget(environ: Mapping[str, Any], headers: tuple[str, ...]) -> float | None:
     """When the incoming request's budget ends (``time.monotonic()``), from the first valid header.
 
@@ -149,11 +146,7 @@ def incoming_budget(environ: Mapping[str, Any], headers: tuple[str, ...]) -> flo
     is ignored: a budget only ever shortens the deadline of outbound calls, so a caller cannot
     lengthen them.
     """
-    global _budget_keys
-    known = _budget_keys  # read once: another thread may replace it meanwhile
-    if known[0] is not headers:  # a process mostly has one config: its keys, kept
-        known = _budget_keys = (headers, environ_keys(headers))
-    for key in known[1]:
+    for key in environ_keys(headers):
         value = environ.get(key)
         if not isinstance(value, str):
             continue

@@ -117,11 +117,10 @@ def _random_bits(bits: int) -> int:
 def from_environ(environ: WSGIEnvironment, request_id_header: str) -> Propagation:
     """The validated id of an incoming request (a fresh one where needed), and its trace headers."""
     raw_id = environ.get(environ_key(request_id_header))
-    if type(raw_id) is str and _REQUEST_ID.fullmatch(raw_id):  # check_request_id, inline
-        request_id = raw_id
-    else:
-        request_id = check_request_id(raw_id) or new_request_id()
-        if raw_id is not None and request_id is not raw_id:
+    request_id = check_request_id(raw_id)
+    if request_id is None:
+        request_id = new_request_id()
+        if raw_id is not None:
             _rejected(request_id_header, raw_id, request_id)
     # The request id, and the incoming trace headers as they came (checked on first use).
     made = Propagation.__new__(Propagation)

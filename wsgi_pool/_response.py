@@ -16,7 +16,6 @@ from typing import Any
 
 import requests
 from requests.cookies import RequestsCookieJar
-from requests.models import REDIRECT_STATI
 from urllib3.response import HTTPResponse
 
 from ._deadline import Deadline
@@ -62,17 +61,9 @@ class Response(requests.Response):
         self._jar = value
 
     @property
-    def is_redirect(self) -> bool:
-        """requests' ``is_redirect``, the status looked at first (most answers are no redirect)."""
-        return self.status_code in REDIRECT_STATI and "location" in self.headers
-
-    @property
     def content(self) -> Any:
         """requests' ``content``: the whole body, read in one go when it can be."""
-        content = self._content
-        if content is not False and self._content_consumed:
-            return content  # read already: what requests' content returns then
-        if content is False and self.wp_guard is not None and seams.BODY.intact():
+        if self._content is False and self.wp_guard is not None and seams.BODY.intact():
             self._read_whole(self.wp_guard)
         return super().content
 

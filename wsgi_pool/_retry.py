@@ -82,13 +82,8 @@ class RetryBudget:
         return slot
 
     def record_request(self) -> None:
-        now = int(time.monotonic())
         with self._lock:
-            slot = self._slots[now % RETRY_BUDGET_WINDOW]
-            if slot[0] == now:
-                slot[1] += 1
-            else:
-                slot[:] = [now, 1, 0]
+            self._slot(int(time.monotonic()))[1] += 1
 
     def try_retry(self) -> bool:
         """Take one retry from the budget; False when it is spent."""

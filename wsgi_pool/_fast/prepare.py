@@ -20,7 +20,6 @@ from typing import Any, Final
 
 import requests
 from requests.cookies import RequestsCookieJar
-from requests.hooks import default_hooks
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity, default_headers
 
@@ -54,15 +53,6 @@ class Prepared(requests.PreparedRequest):
     wp_target: tuple[str, str] | None = None
     """The URL as prepared, and its request target (as long as the URL is that one)."""
     _wp_cookies: CookieJar | None
-
-    def __init__(self) -> None:  # requests' own, with its default hooks made directly
-        self.method = None
-        self.url = None
-        self.headers = None  # type: ignore[assignment]  # as requests' own starts
-        self._cookies = None
-        self.body = None
-        self.hooks = {"response": []} if _ONE_HOOK else default_hooks()
-        self._body_position = None
 
     @property  # requests' is an attribute
     def _cookies(self) -> CookieJar:
@@ -110,8 +100,6 @@ def _checked_defaults() -> CaseInsensitiveDict[Any]:
 
 _NO_LENGTH: Final = ("GET", "HEAD")
 """Methods prepare_content_length gives no length when there is no body."""
-
-_ONE_HOOK: Final = requests.hooks.HOOKS == ["response"]
 
 _MAPPINGS: Final = frozenset({dict, OrderedDict, CaseInsensitiveDict, Headers})
 

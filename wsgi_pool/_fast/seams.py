@@ -141,7 +141,6 @@ PREPARE: Final = Group(
     *_of(
         requests.models.PreparedRequest,
         _MODELS,
-        "__init__",
         "prepare",
         "prepare_cookies",
         "prepare_method",
