@@ -358,10 +358,22 @@ def test_a_body_not_there_yet_is_left_to_the_standard_reader(
     harness.assert_intact(http)
 
 
+@pytest.mark.parametrize(
+    ("read_timeout", "deadline", "error"),
+    [
+        pytest.param(0.3, None, "UpstreamReadTimeout", id="the read timeout"),
+        pytest.param(5.0, 0.3, "DeadlineExceeded", id="the deadline (the watchdog's cut)"),
+    ],
+)
 def test_a_late_answer_times_out_as_on_the_standard_path(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
+    harness: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+    read_timeout: float,
+    deadline: float | None,
+    error: str,
 ) -> None:
-    """No answer within the read timeout: the same error either way, the connection dropped."""
+    """No answer within the read timeout, or the call's deadline: the same error either way,
+    the connection dropped."""
 
     def late(peer: Peer) -> None:
         while seen := peer.read_request():
@@ -373,16 +385,17 @@ def test_a_late_answer_times_out_as_on_the_standard_path(
     results = []
     for standard in (False, True):
         server = harness.serve(late)
-        http = harness.client(read_timeout=0.3)
+        http = harness.client(read_timeout=read_timeout)
         if standard:
             monkeypatch.setattr(urllib3.connection.HTTPConnection, "getresponse", _standard_only())
         http.get(f"{server.url}/warm")
         with pytest.raises(wsgi_pool.UpstreamError) as caught:
-            http.get(f"{server.url}/case/late")
+            http.request("GET", f"{server.url}/case/late", deadline=deadline)
         results.append((type(caught.value).__name__, str(caught.value).replace(server.url, "U")))
         monkeypatch.undo()
     assert results[0] == results[1]
-    assert results[0][0] == "UpstreamReadTimeout"
+    assert results[0][0] == error
+    harness.assert_intact(harness.clients[0])
 
 
 def _cut(then: str, head_read: threading.Event) -> Any:
