@@ -347,3 +347,71 @@ def test_a_wrapt_wrapper_installed_late_is_seen(upstream: Upstream) -> None:
             http_client.HTTPConnection.getresponse = originals[1]  # type: ignore[method-assign]
         assert seams.TRY.intact()
         assert seams.WHOLE.intact()
+
+
+def _groups() -> dict[str, seams.Group]:
+    return {name: value for name, value in vars(seams).items() if isinstance(value, seams.Group)}
+
+
+def test_every_group_is_judged_for_a_call() -> None:
+    """Each group the fast pieces ask is one of those a call judges at its start."""
+    groups = [group for name, group in _groups().items() if name != "EVERY"]
+    assert sorted(map(id, groups)) == sorted(map(id, seams.EVERY.groups))
+    assert sorted(group.index for group in groups) == list(range(len(groups)))
+    assert {id(seam) for group in groups for seam in group.seams} == {
+        id(seam) for seam in seams.EVERY.seams
+    }
+
+
+@pytest.mark.parametrize(("owner", "name", "group"), SEAMS)
+def test_a_calls_judgement_is_each_groups_own(
+    owner: type, name: str, group: seams.Group, counted: Counted
+) -> None:
+    """With one function patched, the judgement held for a call gives every group the verdict
+    the group gives on its own."""
+    counted.wrap(owner, name)
+    held = seams.hold()
+    try:
+        verdicts = {key: group.intact() for key, group in _groups().items() if key != "EVERY"}
+    finally:
+        seams.release(held)
+    assert verdicts == {key: group.judged() for key, group in _groups().items() if key != "EVERY"}
+    assert not verdicts[next(key for key, found in _groups().items() if found is group)]
+
+
+def test_a_patch_made_during_a_call_is_seen_from_the_next_call(
+    monkeypatch: pytest.MonkeyPatch, http: wsgi_pool.Client, upstream: Upstream
+) -> None:
+    """A response hook (running inside the call) patches the adapter's send: the call that is
+    running keeps the verdict it started with, and the next call goes through the patch; once
+    the call ends, the groups judge for themselves again."""
+    counted = Counted(monkeypatch)
+
+    def patch(response: requests.Response, **kwargs: Any) -> None:
+        counted.wrap(requests.adapters.HTTPAdapter, "send")
+        assert seams.ADAPTER.intact()  # this call's judgement, made at its start
+
+    http.get(f"{upstream.url}/first", hooks={"response": patch})
+    assert counted.calls["HTTPAdapter.send"] == 0
+    assert not seams.ADAPTER.intact()  # no call running: judged now
+    assert http.get(f"{upstream.url}/second").json()["path"] == "/second"
+    assert counted.calls["HTTPAdapter.send"] == 1
+
+
+def test_a_group_of_no_call_judges_itself_within_one() -> None:
+    """A group made elsewhere (not among those a call judges) answers for itself in a call."""
+    group = seams.Group(
+        seams.Seam(
+            requests.Session, "send", home=requests.sessions.merge_setting.__code__.co_filename
+        )
+    )
+    held = seams.hold()
+    try:
+        assert group.index == -1
+        assert group.intact()
+        with mock.patch.object(requests.Session, "send"):
+            assert not group.intact()
+            assert seams.SESSION.intact()  # held: the call's judgement
+    finally:
+        seams.release(held)
+    assert seams.SESSION.intact()

@@ -324,6 +324,7 @@ class Client(requests.Session):
         if isinstance(url, bytes):
             url = url.decode("utf-8")
         token = self._bind_deadline(url, deadline)
+        held = seams.hold()  # every seam judged once for the whole call
         try:
             if not seams.REQUEST.intact():  # a tool wraps requests' own: it sees the call
                 return requests.Session.request(
@@ -354,6 +355,7 @@ class Client(requests.Session):
             )
             return self.send(prepared, timeout=timeout, allow_redirects=allow_redirects, **settings)
         finally:
+            seams.release(held)
             _deadline.unbind(token)
 
     def _bind_deadline(

@@ -12,10 +12,16 @@ A function is the library's own when it is a plain function whose code was compi
 the module that defines it: a wrapper (``functools.wraps``, wrapt, ``mock.patch``), a mock
 or a function from elsewhere is not, whichever was imported first. Each answer is remembered
 against the object it was given for, so a check costs a dictionary look-up and a comparison.
+
+A client's call judges every group once, at its start (:func:`hold`, :data:`EVERY`): the
+groups its layers ask answer that judgement until the call ends, one comparison of every
+seam's value instead of one per group asked. A patch installed while a call runs is seen
+from the next call on.
 """
 
 from __future__ import annotations
 
+import contextvars
 import http.client
 import operator
 import types
@@ -74,10 +80,11 @@ class Group:
     """The seams one fast piece skips: it may be taken only while every one is intact.
 
     The verdict is remembered against the seams' values, fetched with one ``itemgetter`` per
-    class: a check is a few C calls and a comparison, whatever the group's size.
+    class: a check is a few C calls and a comparison, whatever the group's size. Within a
+    call that :func:`hold` judged every group for, the group answers that judgement.
     """
 
-    __slots__ = ("_fetch", "_state", "seams")
+    __slots__ = ("_fetch", "_state", "index", "seams")
 
     def __init__(self, *seams: Seam) -> None:
         self.seams = seams
@@ -89,9 +96,18 @@ class Group:
             (namespace, operator.itemgetter(*found, *found[:1] * (len(found) == 1)))
             for namespace, found in names.values()
         )
-        self._state: tuple[list[Any], bool] = ([], False)
+        self._state: tuple[list[Any], Any] = ([], False)
+        self.index = -1
+        """Where :data:`EVERY`'s verdict holds this group's (-1: a group of no call's)."""
 
     def intact(self) -> bool:
+        held = _held()
+        if held is not None and self.index >= 0:
+            return held[self.index]
+        return self.judged()  # type: ignore[no-any-return]
+
+    def judged(self) -> Any:
+        """The verdict on the seams' values now (remembered while they stay the same)."""
         values: list[Any] | None = []
         try:
             for namespace, fetch in self._fetch:
@@ -104,10 +120,50 @@ class Group:
         seen = state[0]
         if values is not None and len(values) == len(seen) and all(map(operator.is_, values, seen)):
             return state[1]
-        verdict = all(seam.intact() for seam in self.seams)
+        verdict = self._judge()
         if values is not None:
             self._state = (values, verdict)
         return verdict
+
+    def _judge(self) -> Any:
+        return all(seam.intact() for seam in self.seams)
+
+
+class Every(Group):
+    """Every group of a call at once: its verdict is each group's, by the group's ``index``.
+
+    Checking the groups one by one costs a fetch and a comparison per group, eight of them
+    per call; this is one fetch per class and one comparison of every seam's value.
+    """
+
+    __slots__ = ("groups",)
+
+    def __init__(self, *groups: Group) -> None:
+        unique = {id(seam): seam for group in groups for seam in group.seams}
+        super().__init__(*unique.values())
+        self.groups = groups
+        for index, group in enumerate(groups):
+            group.index = index
+
+    def _judge(self) -> tuple[bool, ...]:
+        return tuple(all(seam.intact() for seam in group.seams) for group in self.groups)
+
+
+_verdicts: contextvars.ContextVar[tuple[bool, ...] | None] = contextvars.ContextVar(
+    "wsgi_pool.seams", default=None
+)
+_held: Final = _verdicts.get
+
+
+def hold() -> contextvars.Token[tuple[bool, ...] | None]:
+    """Every group judged once, for the call about to run in this context: its layers ask the
+    groups, and the groups answer this judgement until :func:`release`. A patch installed while
+    a call runs is seen from the next call on."""
+    return _verdicts.set(EVERY.judged())
+
+
+release: Final = _verdicts.reset
+"""``release(token)``: the groups judge for themselves again (the token from :func:`hold`)."""
 
 
 def _home(function: Any) -> str:
@@ -228,3 +284,9 @@ WHOLE: Final = Group(
 )
 """An answer read whole from the socket, without http.client's and urllib3's responses, and
 requests' response built with its body (``_fast.whole``)."""
+
+EVERY: Final = Every(
+    SESSION, REQUEST, PREPARE, ADAPTER, POOL, URLOPEN, TRY, CONNECTION_CLASSES, REQUEST_WRITE,
+    HEAD, RESPONSE, BODY, WHOLE,
+)  # fmt: skip
+"""Every group, judged once per call by :func:`hold`."""
