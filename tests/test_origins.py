@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 import requests
 
@@ -10,7 +13,7 @@ from wsgi_pool import (
     PoolConfig,
     UpstreamSettings,
 )
-from wsgi_pool._origins import normalize_origin, origin_of, pool_origin
+from wsgi_pool._origins import authority_of, normalize_origin, origin_of, pool_origin
 
 
 @pytest.mark.parametrize(
@@ -67,3 +70,26 @@ def test_pools_and_calls_name_an_upstream_alike(
 ) -> None:
     """The name a pool's counts go under is the name a call's counts go under."""
     assert pool_origin(scheme, host, port) == origin_of(url)
+
+
+def test_authority_of_splits_as_the_pattern_it_replaced() -> None:
+    """The scheme is all before the first ``://``, the authority all after it up to a ``/``,
+    ``?`` or ``#``: compared with that rule written as a regular expression, on random text."""
+    rule = re.compile(r"(.*?)://([^/?#]*)", re.DOTALL)
+    pieces = ["http", "https", "://", ":", "/", "?", "#", "@", "h", "[::1]", "\n", "", "x:/"]
+    chance = random.Random(17)  # noqa: S311  (reproducible test data, not security)
+    for _ in range(5000):
+        url = "".join(chance.choice(pieces) for _ in range(chance.randrange(8)))
+        found = rule.match(url)
+        assert authority_of(url) == ((url, "") if found is None else (found[1], found[2])), url
+
+
+def test_the_remembered_origin_is_the_urls_own() -> None:
+    """The last URL's origin is remembered: asking of another URL in between, or of one that
+    differs only after the host, gives each its own."""
+    first, second = "http://a.example/x", "https://b.example:8443/y"
+    assert origin_of(first) == "http://a.example:80"
+    assert origin_of(first) == "http://a.example:80"
+    assert origin_of(second) == "https://b.example:8443"
+    assert origin_of(first + "?q") == "http://a.example:80"
+    assert origin_of("".join(["https://b.example:8443", "/y"])) == "https://b.example:8443"

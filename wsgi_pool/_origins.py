@@ -13,7 +13,6 @@ gunicorn master with it.
 from __future__ import annotations
 
 import functools
-import re
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
@@ -39,15 +38,24 @@ def normalize_origin(text: str) -> str:
     return f"{scheme}://{host}:{port or DEFAULT_PORTS[scheme]}"
 
 
-_SCHEME_AUTHORITY: Final = re.compile(r"(.*?)://([^/?#]*)", re.DOTALL)
-
-
 def authority_of(url: str) -> tuple[str, str]:
-    """The scheme and authority of ``url``, as written: ``("https", "user@host:8443")``."""
-    found = _SCHEME_AUTHORITY.match(url)
-    if found is None:  # no "://": all scheme, as str.partition splits it
+    """The scheme and authority of ``url``, as written: ``("https", "user@host:8443")``.
+
+    The scheme is all before the first ``://`` (all of ``url`` if there is none, with no
+    authority), the authority all after it up to a ``/``, ``?`` or ``#``.
+    """
+    scheme, found, rest = url.partition("://")
+    if not found:
         return url, ""
-    return found[1], found[2]
+    cut = rest.find("/")
+    authority = rest if cut < 0 else rest[:cut]
+    if "?" in authority or "#" in authority:  # rare: a query or fragment right after it
+        authority = authority.partition("?")[0].partition("#")[0]
+    return scheme, authority
+
+
+_last_origin: tuple[str, str] = ("", "")
+"""The last URL :func:`origin_of` named, and its origin (one call asks two or three times)."""
 
 
 def origin_of(url: str) -> str:
@@ -55,8 +63,14 @@ def origin_of(url: str) -> str:
 
     On every call's path: only the part before the path is looked at, and its naming is cached.
     """
+    global _last_origin  # one tuple, replaced whole: safe across threads
+    last = _last_origin
+    if url == last[0]:
+        return last[1]
     scheme, authority = authority_of(url)
-    return _origin(scheme, authority.rpartition("@")[2])
+    origin = _origin(scheme, authority.rpartition("@")[2])
+    _last_origin = (url, origin)
+    return origin
 
 
 def pool_origin(scheme: str, host: str | None, port: int | None) -> str:
