@@ -10,9 +10,11 @@ bytes already received. Random header blocks compare the parser with http.client
 
 from __future__ import annotations
 
+import copy
 import functools
 import http.client
 import io
+import pickle
 import random
 import threading
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ from tests.harness import Harness, close_reused_after_reading
 from tests.support import tls_context
 from wsgi_pool import PoolConfig
 from wsgi_pool._fast import whole
-from wsgi_pool._fast.headers import QuickHeaders
+from wsgi_pool._fast.headers import QuickHeaders, stored
 from wsgi_pool._fast.whole import WholeResponse, plain_answer
 from wsgi_pool.testing import Upstream
 
@@ -528,6 +530,29 @@ def test_quick_headers_answer_as_requests_headers() -> None:
             other in theirs  # noqa: B015  (what requests raises for a name that is no str)
         with pytest.raises(AttributeError):
             other in quick  # noqa: B015
+
+
+def test_headers_on_a_plain_store_behave_as_requests_headers() -> None:
+    """Headers made from a store (a plain dict, where requests keeps an OrderedDict) give the
+    same answers as requests' own through every change and copy."""
+    pairs = [("Content-Type", "a/b"), ("X-Two", "2"), ("location", "/x")]
+    quick = stored({name.lower(): (name, value) for name, value in pairs})
+    theirs: CaseInsensitiveDict[str] = CaseInsensitiveDict(pairs)
+    for headers in (quick, theirs):
+        headers["x-two"] = "3"  # replaced: the new spelling, the old place
+        headers["New"] = "n"
+        del headers["CONTENT-TYPE"]
+    assert list(quick) == list(theirs) == ["x-two", "location", "New"]
+    assert list(quick.items()) == list(theirs.items())
+    assert list(quick.lower_items()) == list(theirs.lower_items())
+    assert quick == theirs
+    assert (repr(quick), len(quick)) == (repr(theirs), len(theirs))
+    pickled = pickle.loads(pickle.dumps(quick))  # noqa: S301  (its own bytes)
+    for made in (quick.copy(), copy.deepcopy(quick), pickled):
+        assert made == theirs
+        assert list(made) == list(theirs)
+    quick.copy()["Other"] = "o"
+    assert "Other" not in quick
 
 
 @pytest.fixture

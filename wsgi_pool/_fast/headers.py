@@ -11,7 +11,6 @@ requests' own. The fast path's prepared requests and responses carry it;
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Final
 
 from requests.structures import CaseInsensitiveDict
@@ -30,9 +29,14 @@ class QuickHeaders(CaseInsensitiveDict[Any]):
 
 def stored(store: dict[str, tuple[str, Any]]) -> QuickHeaders:
     """Headers holding ``store`` (``lower name: (name, value)``, what ``__setitem__`` makes),
-    made without ``CaseInsensitiveDict``'s update machinery."""
+    made without ``CaseInsensitiveDict``'s update machinery. The headers take ``store`` as
+    their own: pass a fresh one.
+
+    The store is a plain ``dict`` where requests makes an ``OrderedDict``: it keeps the same
+    order, and ``CaseInsensitiveDict`` uses nothing of it that a ``dict`` lacks.
+    """
     headers = QuickHeaders.__new__(QuickHeaders)
-    headers._store = OrderedDict(store)
+    headers._store = store  # type: ignore[assignment]  # a dict, not an OrderedDict
     return headers
 
 

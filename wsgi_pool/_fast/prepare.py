@@ -141,7 +141,7 @@ def prepare(  # noqa: PLR0917  (a Request's fields)
     defaults = own_headers is None or (isinstance(own_headers, Headers) and not own_headers.changed)
     if defaults and not headers:
         # What prepare_headers makes of the defaults: a copy of them, store to store.
-        prepared.headers = stored(_CHECKED_DEFAULTS._store)
+        prepared.headers = stored(dict(_CHECKED_DEFAULTS._store))
     elif defaults and type(headers) is dict and (merged := _over_defaults(headers)) is not None:
         prepared.headers = stored(merged)
     else:
