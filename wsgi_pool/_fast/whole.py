@@ -195,12 +195,14 @@ def plain_answer(data: bytes, method: str, limit: int) -> _Answer | int | None:
         return size - len(body)  # the rest is on its way (a head and body sent apart)
     # http.client closes after an answer whose (first) Connection header says so; bytes past
     # the body are no answer to anything, and the connection is closed rather than reused.
-    close = len(body) > size or ("connection" in store and _says_close(pairs))
+    close = len(body) > size or ("connection" in store and _says_close(store, pairs))
     return _Answer(status, reason, pairs, stored(store), data[: end + 4], body[:size], close)
 
 
-def _says_close(pairs: list[tuple[str, str]]) -> bool:
+def _says_close(store: dict[str, tuple[str, str]], pairs: list[tuple[str, str]]) -> bool:
     """http.client's ``_check_close`` for HTTP/1.1: the first Connection header has "close"."""
+    if len(store) == len(pairs):  # each name once: the store holds the one Connection header
+        return "close" in store["connection"][1].lower()
     for name, value in pairs:
         if name.lower() == "connection":
             return "close" in value.lower()
@@ -215,13 +217,17 @@ def _plain_head(text: str) -> _Head | None:
     http.client and the email parser would read them exactly so; else None."""
     first = text.find("\r\n")
     found = _STATUS.fullmatch(text if first < 0 else text[:first])
-    if found is None or int(found[1]) in _NO_BODY:
+    if found is None:
+        return None
+    status = int(found[1])
+    if status in _NO_BODY:
         return None
     block = "" if first < 0 else text[first:]
     pairs: list[tuple[str, str]] = _LINE.findall(block)
     lines = len(pairs)
-    # Each line a match: as many as CRLFs, and no CR or LF but theirs (a value stops at one).
-    if block.count("\r\n") != lines or block.count("\n") != lines or block.count("\r") != lines:
+    # Each line a match, and no CR or LF but the CRLF each match begins with (a value stops
+    # at one): as many of each as lines.
+    if block.count("\n") != lines or block.count("\r") != lines:
         return None
     if lines >= MAX_HEADERS:
         return None
@@ -230,7 +236,7 @@ def _plain_head(text: str) -> _Head | None:
         store = _joined(pairs)
     if not _UNPLAIN.isdisjoint(store):
         return None
-    return int(found[1]), found[2] or "", pairs, store
+    return status, found[2] or "", pairs, store
 
 
 def _length(store: dict[str, tuple[str, str]], limit: int) -> int | None:
@@ -240,9 +246,10 @@ def _length(store: dict[str, tuple[str, str]], limit: int) -> int | None:
         return None
     length = found[1]
     # Digits only (a repeated one is joined with ", ": urllib3 checks that they agree).
-    if not (length.isascii() and length.isdigit()) or int(length) > limit:
+    if not (length.isascii() and length.isdigit()):
         return None
-    return int(length)
+    size = int(length)
+    return None if size > limit else size
 
 
 def _joined(pairs: list[tuple[str, str]]) -> dict[str, tuple[str, str]]:
