@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import mmap
 import os
+import subprocess
 import sys
+import textwrap
 
 import pytest
 import requests
@@ -25,6 +28,7 @@ def fake_pid(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The registry's process-id source, replaced so a test can fake a fork."""
     pid = [os.getpid()]
     monkeypatch.setattr(_process, "getpid", lambda: pid[0])
+    monkeypatch.setattr(_process, "marked_pid", lambda: pid[0])
     return pid
 
 
@@ -230,3 +234,62 @@ def test_a_child_forgets_the_parents_watchdog() -> None:
     child = _deadline.watchdog()
     assert child is not parent
     parent.close()
+
+
+def test_a_child_forked_without_pythons_hooks_builds_its_own_pools(upstream: Upstream) -> None:
+    """A fork that runs none of Python's fork hooks (libc's fork called directly, as a C
+    extension or uWSGI without ``py-call-osafterfork`` forks) is still seen: the child's
+    calls go out on connections of its own, and the parent's pool is left as it was."""
+    code = textwrap.dedent(
+        f"""
+        import ctypes, os, sys
+        import wsgi_pool
+        from wsgi_pool import _process
+
+        http = wsgi_pool.client()
+        http.get("{upstream.url}/parent")
+        parent = http.pools
+        pid = ctypes.CDLL(None).fork()
+        if pid == 0:
+            fresh = _process.marked_pid() in (0, os.getpid())
+            http.get("{upstream.url}/child")
+            own = http.pools is not parent and http.pools.pid == os.getpid()
+            os._exit(0 if fresh and own else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert http.pools is parent and parent.stats()["{upstream.url}"].idle == 1
+        print("ok", _process._mark is not None)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    marked = sys.platform == "linux"  # where the kernel empties the mark in a child
+    assert done.stdout.split() == ["ok", str(marked)]
+    assert upstream.stats().connections_opened == 2
+
+
+def test_without_a_mark_the_process_id_is_asked_of_the_system(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the kernel takes no such advice (or Python cannot name it), the fork check asks
+    the process id of the system on every call."""
+    monkeypatch.delattr(mmap, "MADV_WIPEONFORK", raising=False)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert _process._fork_mark() == (None, os.getpid)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(_process, "_LINUX_WIPEONFORK", 12345)  # an advice no kernel knows
+    assert _process._fork_mark() == (None, os.getpid)
+
+
+def test_a_mark_the_kernel_left_in_a_child_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that took the advice but left the parent's mark in a child: seen by Python's
+    fork hook, and the process id is asked of the system from then on."""
+    page = memoryview(bytearray(8)).cast("q")
+    page[0] = os.getpid() + 100000  # the parent's
+    monkeypatch.setattr(_process, "_mark", page)
+    monkeypatch.setattr(_process, "marked_pid", _process.marked_pid)
+    _process._after_fork_in_child()
+    assert _process._mark is None
+    assert _process.marked_pid is os.getpid

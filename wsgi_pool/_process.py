@@ -1,6 +1,8 @@
 """Which pools belong to this process: built on first use after fork, never shared across a fork.
 
-A process's pools are found by its process id, checked on every access. A forked child
+A process's pools are found by its process id, checked on every access: against a page of
+memory the kernel empties in a forked child (``MADV_WIPEONFORK``), so that the check makes
+no system call, or by asking the system where there is no such page. A forked child
 (gunicorn worker, ``os.fork``, uWSGI with or without ``py-call-osafterfork``) finds no pools
 under its own id and builds fresh ones. What it inherited is moved aside and kept, never
 used, never shut down and never closed as a pool: the parent may still be using those
@@ -15,8 +17,10 @@ module imports none of them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import mmap
 import os
 import sys
 import threading
@@ -37,10 +41,46 @@ if TYPE_CHECKING:
 logger = logging.getLogger("wsgi_pool")
 
 getpid: Callable[[], int] = os.getpid
-"""The process-id source, asked on every call (the fork check; tests replace it to fake a
-fork). Asked of the system every time: a process id remembered from Python's fork hooks
-would be wrong in a child forked without them (uWSGI without ``py-call-osafterfork``, a C
-extension's fork), which would then use its parent's connections."""
+"""The process-id source (tests replace it to fake a fork)."""
+
+
+_LINUX_WIPEONFORK: Final = 18
+
+
+def _fork_mark() -> tuple[memoryview | None, Callable[[], int]]:
+    """A page of memory the kernel empties in every forked child (``MADV_WIPEONFORK``, Linux
+    4.14 and later), holding this process's id, and what reads it: no system call. In a
+    child forked by any means (Python's fork hooks or none: uWSGI without
+    ``py-call-osafterfork``, a C extension's fork) it reads 0. Where the kernel cannot mark
+    the page, the process id is asked of the system every time."""
+    # Python 3.11's mmap does not name the advice: Linux's value, but on PA-RISC.
+    advice: int | None = getattr(mmap, "MADV_WIPEONFORK", None)
+    if advice is None and sys.platform == "linux" and not os.uname().machine.startswith("parisc"):
+        advice = _LINUX_WIPEONFORK
+    if advice is None:
+        return None, os.getpid
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        page.madvise(advice)
+    except (AttributeError, OSError, ValueError):  # no such advice here (before Linux 4.14)
+        return None, os.getpid
+    view = memoryview(page).cast("q")
+    view[0] = os.getpid()
+    return view, functools.partial(view.__getitem__, 0)
+
+
+_mark, marked_pid = _fork_mark()
+"""``marked_pid()``: this process's id while no fork happened since it was marked, else 0 (or
+the process id itself, asked of the system, where there is no mark). Asked on every call:
+the fork check. A process id remembered from Python's fork hooks alone would be wrong in a
+child forked without them, which would then use its parent's connections."""
+
+
+def _marked(pid: int) -> None:
+    """Mark the page with ``pid``, the process id the system just gave."""
+    if _mark is not None:
+        _mark[0] = pid
+
 
 MAX_POOL_SETS: Final = 8
 """Sets of pools one process keeps (one per pool shape, ``PoolConfig.pool_shape``); past that
@@ -107,6 +147,7 @@ def register(factory: ExtensionFactory) -> None:
 
 def _this_process() -> _ProcessPools:
     pid = getpid()
+    _marked(pid)
     found = _by_pid.get(pid)
     if found is not None:
         return found
@@ -130,6 +171,10 @@ def _set_aside_foreign(pid: int) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _mark, marked_pid
+    if _mark is not None and _mark[0] not in {0, os.getpid()}:
+        # A kernel that took the advice, yet left the parent's mark: ask the system each time.
+        _mark, marked_pid = None, os.getpid
     _set_aside_foreign(getpid())
 
 
@@ -348,7 +393,7 @@ def _extension(make: ExtensionFactory, settings: PoolConfig) -> Extension | None
 def current(cached: WorkerPools | None, config: PoolConfig | None) -> WorkerPools:
     """``cached`` if this process built it and uses it still, else this process's pools for
     ``config``: the fork check."""
-    if cached is not None and cached.pid == getpid() and not cached.retired:
+    if cached is not None and cached.pid == marked_pid() and not cached.retired:
         return cached
     return worker_pools(config)
 
