@@ -304,3 +304,36 @@ def test_the_missing_hooks_warning_knows_every_gunicorn_worker(
     monkeypatch.setattr(_process, "_hooks_ran", set(_process.GUNICORN_HOOKS))
     _process.check_hooks({"gunicorn.socket": object()})  # every hook ran
     assert caplog.records == []
+
+
+def test_each_middleware_reads_requests_as_its_own_settings_say() -> None:
+    """Two apps in one process whose settings name other request-id and budget headers, called
+    in turn: each request's id and budget are read from its own app's headers."""
+    seen: list[tuple[str | None, float | None]] = []
+
+    def view(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        http = client_from(environ)
+        seen.append((http.request_id, http.not_after))
+        start_response("204 No Content", [])
+        return []
+
+    plain = PoolMiddleware(view, PoolConfig())
+    other = PoolMiddleware(
+        view, PoolConfig(request_id_header="X-Correlation-ID", deadline_headers=("X-Budget-Ms",))
+    )
+    incoming = {
+        "HTTP_X_REQUEST_ID": "plain-1",
+        "HTTP_X_CORRELATION_ID": "other-1",
+        "HTTP_X_REQUEST_DEADLINE": "60000",
+        "HTTP_X_BUDGET_MS": "30000",
+    }
+    for _ in range(2):
+        call(plain, **incoming)
+        call(other, **incoming)
+        call(other, HTTP_X_CORRELATION_ID="other-2")  # no budget header: none
+    assert [found[0] for found in seen] == ["plain-1", "other-1", "other-2"] * 2
+    budgets = [found[1] for found in seen]
+    assert all(budget is not None for budget in budgets[0::3] + budgets[1::3])
+    assert budgets[2::3] == [None, None]
+    for plain_budget, other_budget in zip(budgets[0::3], budgets[1::3], strict=True):
+        assert plain_budget - other_budget > 20  # type: ignore[operator]  # 60 s against 30 s

@@ -540,7 +540,8 @@ class Client(requests.Session):
         """The request this client belongs to has ended: it is closed, and any later call, or
         read of a body it streamed and left unread, raises :class:`RequestEnded`."""
         self._ended = (self.propagation.request_id if self.propagation else None) or "-"
-        self.close()
+        if self._streams or self._settings:  # else nothing streamed, no adapter mounted
+            self.close()
 
     def _why_ended(self) -> str:
         return (

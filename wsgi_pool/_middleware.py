@@ -88,25 +88,62 @@ class PoolMiddleware(Serves):
                 return exporter.serve(environ, start_response)
         client = bind_client(environ, pools, config)
         try:
-            with Serving(client):
+            # What Serving does, written out: this runs for every request.
+            ends = client.not_after
+            block = None if ends is None else _deadline.enter_block(ends)
+            serving = _propagation.serve(client.propagation)
+            try:
                 body = self.app(environ, start_response)
+            finally:
+                _propagation.stop_serving(serving)
+                if block is not None:
+                    _deadline.leave_block(block)
         except BaseException:
             client.end()
             raise
+        if type(body) is list:  # the common body, released at once (as _release_after does)
+            client.end()
+            return body
         return _release_after(body, client, environ)
+
+
+class _Reading:
+    """How one config's settings say to read an incoming request: the environ keys of its id
+    and of its budget headers."""
+
+    __slots__ = ("budget_keys", "id_header", "id_key", "settings")
+
+    def __init__(self, settings: PoolConfig) -> None:
+        self.settings = settings
+        self.id_header = settings.request_id_header
+        self.id_key = _propagation.environ_key(self.id_header)
+        self.budget_keys = _propagation.environ_keys(settings.deadline_headers)
+
+
+_last_reading: _Reading | None = None
+"""The reading of the last request's settings (one object, replaced whole)."""
 
 
 def bind_client(environ: Any, pools: WorkerPools, config: PoolConfig | None) -> Client:
     """A request-scoped client for the request whose WSGI environ (Django: ``META``) this is:
     its id and trace context, its budget; left in the environ under :data:`ENVIRON_KEY`."""
+    global _last_reading
     settings = _process.policy(config).config
-    propagation = _propagation.from_environ(environ, settings.request_id_header)
+    reading = _last_reading
+    if reading is None or reading.settings is not settings:
+        reading = _last_reading = _Reading(settings)
+    propagation = _propagation.from_key(environ, reading.id_key, reading.id_header)
     environ[REQUEST_ID_KEY] = propagation.request_id
+    not_after = None
+    for key in reading.budget_keys:
+        if key in environ:  # a budget header came: read them all, in order
+            not_after = incoming_budget(environ, settings.deadline_headers)
+            break
     client = environ[ENVIRON_KEY] = Client(
         config,
         pools=pools,
         keep_cookies=True,  # within this request only: the client ends with it
-        not_after=incoming_budget(environ, settings.deadline_headers),
+        not_after=not_after,
         propagation=propagation,
     )
     return client

@@ -116,7 +116,12 @@ def _random_bits(bits: int) -> int:
 
 def from_environ(environ: WSGIEnvironment, request_id_header: str) -> Propagation:
     """The validated id of an incoming request (a fresh one where needed), and its trace headers."""
-    raw_id = environ.get(environ_key(request_id_header))
+    return from_key(environ, environ_key(request_id_header), request_id_header)
+
+
+def from_key(environ: WSGIEnvironment, key: str, request_id_header: str) -> Propagation:
+    """:func:`from_environ`, the id read under ``key``: ``environ_key(request_id_header)``."""
+    raw_id = environ.get(key)
     request_id = check_request_id(raw_id)
     if request_id is None:
         request_id = new_request_id()
