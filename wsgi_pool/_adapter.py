@@ -272,29 +272,31 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
     ) -> requests.Response:
         """A call under ``policy``: tries under the deadline, retries and replay, errors named,
         the size capped."""
-        if self.http_cache is not None:
-            stored = self.http_cache.lookup(request)
-            if stored is not None:
-                return self._built(request, stored, from_cache=True)
-        origin = origin_of(request.url or "")
-        deadline = _deadline.current()
+        # The seams judged once for the call, unless a client's request() did for this request.
+        held = None if seams.holds(request) else seams.hold(request)
         token = None
-        if deadline is None:  # used without a client's request(): the call is this send,
-            # within any wsgi_pool.deadline() block and the request's budget
-            deadline = _deadline.start_call(policy.deadline_for(origin), None)
-            token = _deadline.bind(deadline)
-        # The id and trace context of the request being served (a request-scoped client's own
-        # send sets them too): a context variable, so one request object sent by several
-        # threads at once carries each thread's own.
-        trace = _propagation.current()
-        if origin.startswith("http://") and not (
-            proxies and select_proxy(request.url or "", proxies)
-        ):
-            # No TLS on the way: a caller's CA bundle or client certificate (an SDK's session
-            # reads REQUESTS_CA_BUNDLE) verifies nothing here, and must not give the upstream
-            # a second pool; verify=False is no risk either.
-            verify, cert = True, None
         try:
+            if self.http_cache is not None:
+                stored = self.http_cache.lookup(request)
+                if stored is not None:
+                    return self._built(request, stored, from_cache=True)
+            origin = origin_of(request.url or "")
+            deadline = _deadline.current()
+            if deadline is None:  # used without a client's request(): the call is this send,
+                # within any wsgi_pool.deadline() block and the request's budget
+                deadline = _deadline.start_call(policy.deadline_for(origin), None)
+                token = _deadline.bind(deadline)
+            # The id and trace context of the request being served (a request-scoped client's
+            # own send sets them too): a context variable, so one request object sent by
+            # several threads at once carries each thread's own.
+            trace = _propagation.current()
+            if origin.startswith("http://") and not (
+                proxies and select_proxy(request.url or "", proxies)
+            ):
+                # No TLS on the way: a caller's CA bundle or client certificate (an SDK's
+                # session reads REQUESTS_CA_BUNDLE) verifies nothing here, and must not give
+                # the upstream a second pool; verify=False is no risk either.
+                verify, cert = True, None
             settings, stats, budget = self._route(policy, origin)
             call = Call(
                 self,
@@ -315,6 +317,8 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
         finally:
             if token is not None:
                 _deadline.unbind(token)
+            if held is not None:
+                seams.release(held)
 
     def attempt(
         self,

@@ -350,6 +350,7 @@ class Client(requests.Session):
                 hooks = self._made("hooks")
                 if hooks and hooks.get("response"):  # the client's own hooks
                     prepared.prepare_hooks(hooks)
+            held.request = prepared  # the judgement is this request's send
             settings = self.merge_environment_settings(
                 prepared.url, proxies or {}, stream, verify, cert
             )

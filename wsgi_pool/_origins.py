@@ -54,7 +54,7 @@ def authority_of(url: str) -> tuple[str, str]:
     return scheme, authority
 
 
-_last_origin: tuple[str, str] = ("", "")
+_last_origin: tuple[str | None, str] = (None, "")
 """The last URL :func:`origin_of` named, and its origin (one call asks two or three times)."""
 
 

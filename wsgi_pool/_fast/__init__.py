@@ -4,7 +4,8 @@ Each piece does what the piece it replaces does, faster, and nothing else: no po
 here (deadlines, retries, limits and their errors live in the call's layers, and hold on
 either path). Each is taken only while :mod:`~wsgi_pool._fast.seams` finds the public
 extension points it skips untouched, so a mock, a recorder or a tracer patched into those
-points sees every call. Each has a test that compares it with the piece it replaces.
+points sees every call (a client's call judges every group once, at its start). Each has a
+test that compares it with the piece it replaces.
 
 =====================  ==========================================  ===============================
 piece                  replaces                                    taken while intact

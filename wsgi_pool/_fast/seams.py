@@ -13,10 +13,11 @@ the module that defines it: a wrapper (``functools.wraps``, wrapt, ``mock.patch`
 or a function from elsewhere is not, whichever was imported first. Each answer is remembered
 against the object it was given for, so a check costs a dictionary look-up and a comparison.
 
-A client's call judges every group once, at its start (:func:`hold`, :data:`EVERY`): the
-groups its layers ask answer that judgement until the call ends, one comparison of every
-seam's value instead of one per group asked. A patch installed while a call runs is seen
-from the next call on.
+A call judges every group once, at its start (:func:`hold`, :data:`EVERY`; a client's
+``request()``, else the adapter's send): the groups its layers ask answer that judgement
+until the call ends, one comparison of every seam's value instead of one per group asked. A
+patch installed while a call runs is seen from the next call on, a call made from one of
+its hooks included; a context copied during the call judges for itself once it ends.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ class Group:
     def intact(self) -> bool:
         held = _held()
         if held is not None and self.index >= 0:
-            return held[self.index]
+            verdicts = held.verdicts
+            if verdicts is not None:
+                return verdicts[self.index]
         return self.judged()  # type: ignore[no-any-return]
 
     def judged(self) -> Any:
@@ -149,21 +152,46 @@ class Every(Group):
         return tuple(all(seam.intact() for seam in group.seams) for group in self.groups)
 
 
-_verdicts: contextvars.ContextVar[tuple[bool, ...] | None] = contextvars.ContextVar(
+class Held:
+    """One call's judgement of every group (``verdicts``, by index), while the call runs.
+
+    ``request`` is the prepared request the judgement was made for, if known. ``verdicts``
+    is emptied when the call ends, so that a context copied during the call (a task, a
+    thread given a copy) judges for itself afterwards.
+    """
+
+    __slots__ = ("request", "token", "verdicts")
+
+    def __init__(self, verdicts: tuple[bool, ...], request: object) -> None:
+        self.verdicts: tuple[bool, ...] | None = verdicts
+        self.request = request
+        self.token = _holding.set(self)
+
+
+_holding: contextvars.ContextVar[Held | None] = contextvars.ContextVar(
     "wsgi_pool.seams", default=None
 )
-_held: Final = _verdicts.get
+_held: Final = _holding.get
 
 
-def hold() -> contextvars.Token[tuple[bool, ...] | None]:
-    """Every group judged once, for the call about to run in this context: its layers ask the
-    groups, and the groups answer this judgement until :func:`release`. A patch installed while
-    a call runs is seen from the next call on."""
-    return _verdicts.set(EVERY.judged())
+def hold(request: object = None) -> Held:
+    """Every group judged once, for the call about to run in this context (for ``request``,
+    if known): its layers ask the groups, and the groups answer this judgement until
+    :func:`release`. A patch installed while the call runs is seen from the next call on."""
+    return Held(EVERY.judged(), request)
 
 
-release: Final = _verdicts.reset
-"""``release(token)``: the groups judge for themselves again (the token from :func:`hold`)."""
+def release(held: Held) -> None:
+    """The call ``held`` was taken for has ended: the groups judge for themselves again."""
+    held.verdicts = None
+    _holding.reset(held.token)
+
+
+def holds(request: object) -> bool:
+    """Whether the call running here was judged for ``request``: else a send of it is a call
+    of its own (made from a hook of the call, say), which judges for itself."""
+    held = _held()
+    return held is not None and held.request is request and held.verdicts is not None
 
 
 def _home(function: Any) -> str:
