@@ -108,6 +108,16 @@ STANDARD: dict[str, tuple[bytes, bool]] = {
         True,
     ),
     "bare LF": (b"HTTP/1.1 200 OK\nContent-Length: 1\n\nl", True),
+    # A bare CR or LF inside a value ends the line for the email parser: the line after it
+    # (here a Connection: close) is a header of its own.
+    "bare CR in a value": (
+        b"HTTP/1.1 200 OK\r\nX-A: a\rConnection: close\r\nContent-Length: 1\r\n\r\nc",
+        False,
+    ),
+    "bare LF in a value": (
+        b"HTTP/1.1 200 OK\r\nX-A: a\nConnection: close\r\nContent-Length: 1\r\n\r\nl",
+        False,
+    ),
     "two equal lengths": (
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nd",
         True,

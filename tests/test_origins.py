@@ -12,6 +12,7 @@ import wsgi_pool
 from wsgi_pool import (
     PoolConfig,
     UpstreamSettings,
+    _origins,
 )
 from wsgi_pool._origins import authority_of, normalize_origin, origin_of, pool_origin
 
@@ -93,3 +94,11 @@ def test_the_remembered_origin_is_the_urls_own() -> None:
     assert origin_of(second) == "https://b.example:8443"
     assert origin_of(first + "?q") == "http://a.example:80"
     assert origin_of("".join(["https://b.example:8443", "/y"])) == "https://b.example:8443"
+
+
+def test_no_url_is_named_by_what_was_asked_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty URL gets the same name in a fresh process as after other URLs were named."""
+    monkeypatch.setattr(_origins, "_last_origin", (None, ""))
+    fresh = origin_of("")
+    origin_of("http://a.example/x")
+    assert origin_of("") == fresh == "://"
