@@ -35,6 +35,7 @@ def test_a_failing_handler_drops_that_connection_and_keeps_serving(
         requests.get(f"{upstream.url}/bad?delay=not-a-number", timeout=5)
     assert requests.get(f"{upstream.url}/fine", timeout=5).status_code == 200
     assert "could not convert string to float" in capsys.readouterr().err
+    assert upstream.stats().max_in_flight == 1  # the failed one no longer counted in flight
 
 
 def test_gunicorn_that_is_not_ready_in_time_is_stopped() -> None:

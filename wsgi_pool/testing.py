@@ -88,6 +88,9 @@ class UpstreamStats:
     connections_opened: int
     requests_served: int
     max_in_flight: int
+    """The most requests received and not yet answered at one time (a request stops counting
+    as its answer starts to leave, so a client that reads it and sends its next one at once is
+    never counted twice)."""
     open_connections: int
 
 
@@ -111,6 +114,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return None
 
+    _counted = False  # this request is counted in flight
+
+    def end_headers(self) -> None:
+        self._uncount()  # the answer starts to leave: no longer in flight
+        super().end_headers()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.request_finished()
+
     def _answer(self) -> None:
         parts = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
@@ -118,6 +132,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body_in = self.rfile.read(length) if length else b""
         caller = self.headers.get("X-Caller-Pid")
         self.server.request_started(self.connection_id, caller)
+        self._counted = True
         seen = Seen(self.command, self.path, dict(self.headers.items()), body_in)
         canned = self.server.record(seen, parts.path)
         try:
@@ -168,7 +183,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.wfile.write(body)
         finally:
-            self.server.request_finished()
+            self._uncount()  # if it failed before its answer left
 
     def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...]) -> None:
         self.send_response(status)
