@@ -293,3 +293,11 @@ def test_a_mark_the_kernel_left_in_a_child_is_given_up(monkeypatch: pytest.Monke
     _process._after_fork_in_child()
     assert _process._mark is None
     assert _process.marked_pid is os.getpid
+
+
+def test_without_a_mark_nothing_is_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where there is no page to mark, finding this process's pools marks nothing."""
+    monkeypatch.setattr(_process, "_mark", None)
+    monkeypatch.setattr(_process, "marked_pid", os.getpid)
+    _process._marked(os.getpid())
+    assert _process.current(None, None).pid == os.getpid()

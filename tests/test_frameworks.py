@@ -128,6 +128,23 @@ def test_django_requests_get_their_client(upstream: Upstream) -> None:
     assert pools.stats()[upstream.url].in_use == 0
 
 
+def test_django_a_views_calls_keep_the_incoming_budget_and_only_there() -> None:
+    """An incoming budget bounds the view's calls (a session's over the adapter too), and
+    nothing after the view returns."""
+    seen: list[float | None] = []
+
+    def view(request: Any) -> HttpResponse:
+        seen.append(request.http.not_after)
+        seen.append(wsgi_pool._deadline._block_ends.get())
+        return HttpResponse("ok")
+
+    request = RequestFactory().get("/", HTTP_X_REQUEST_DEADLINE="30000")
+    assert _middleware(view)(request).content == b"ok"
+    assert seen[0] is not None
+    assert seen[1] == seen[0]  # the block every call in the view is bounded by
+    assert wsgi_pool._deadline._block_ends.get() is None  # left when the view returned
+
+
 def test_django_streamed_responses_release_after_the_body(upstream: Upstream) -> None:
     """A streaming response keeps the client until Django closes it."""
 

@@ -337,3 +337,22 @@ def test_each_middleware_reads_requests_as_its_own_settings_say() -> None:
     assert budgets[2::3] == [None, None]
     for plain_budget, other_budget in zip(budgets[0::3], budgets[1::3], strict=True):
         assert plain_budget - other_budget > 20  # type: ignore[operator]  # 60 s against 30 s
+
+
+def test_a_tuple_body_releases_the_client_at_once(upstream: Upstream) -> None:
+    """A body that is a tuple (a sequence, as a list) releases the request's client when the
+    app returns, its streamed responses' connections back in the pool."""
+    clients: list[wsgi_pool.Client] = []
+
+    def view(environ: dict[str, Any], start_response: Any) -> tuple[bytes, ...]:
+        http = client_from(environ)
+        clients.append(http)
+        http.get(f"{upstream.url}/streamed", stream=True)
+        start_response("200 OK", [])
+        return (b"a", b"b")
+
+    status, body, _ = call(PoolMiddleware(view))
+    assert (status, body) == ("200 OK", b"ab")
+    assert clients[0].pools.stats()[upstream.url].in_use == 0
+    with pytest.raises(wsgi_pool.RequestEnded):
+        clients[0].get(f"{upstream.url}/late")
