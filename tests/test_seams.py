@@ -461,3 +461,85 @@ def test_a_context_copied_during_a_call_judges_for_itself_after_it(
         assert copied[0].run(http.send, prepared).text == "mocked"
         assert copied[0].run(seams.SESSION.intact)  # responses patches no Session.send ...
         assert not copied[0].run(seams.ADAPTER.intact)  # ... but HTTPAdapter.send
+
+
+def test_a_send_from_a_hook_sees_a_session_send_patched_in_it(
+    monkeypatch: pytest.MonkeyPatch, http: wsgi_pool.Client, upstream: Upstream
+) -> None:
+    """A hook wraps requests' ``Session.send`` (as requests-mock and tracers do) and sends a
+    request of its own through the client: the send goes through the wrapper."""
+    counted = Counted(monkeypatch)
+    answers: list[str] = []
+
+    def hook(response: requests.Response, **kwargs: Any) -> None:
+        counted.wrap(requests.Session, "send")
+        prepared = http.prepare_request(requests.Request("GET", f"{upstream.url}/own"))
+        answers.append(http.send(prepared).json()["path"])
+
+    http.get(f"{upstream.url}/outer", hooks={"response": hook})
+    assert answers == ["/own"]
+    assert counted.calls["Session.send"] == 1
+
+
+def test_a_request_sent_again_from_its_hook_is_judged_again(
+    http: wsgi_pool.Client, upstream: Upstream
+) -> None:
+    """A hook that installs a mock and sends the call's own request again (as an auth refresh
+    does), through the client and through the adapter: the mock sees both sends."""
+    import responses  # noqa: PLC0415  (a dev dependency)
+
+    seen: list[str] = []
+
+    def hook(response: requests.Response, **kwargs: Any) -> None:
+        if seen:
+            return
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
+            mocked.get(f"{upstream.url}/again", body="mocked")
+            seen.append("hook")
+            seen.append(http.send(response.request).text)
+            seen.append(wsgi_pool.adapter().send(response.request).text)
+
+    http.get(f"{upstream.url}/again", hooks={"response": hook})
+    assert seen == ["hook", "mocked", "mocked"]
+
+
+def test_a_copied_context_keeps_no_request_alive(
+    http: wsgi_pool.Client, upstream: Upstream
+) -> None:
+    """A context copied during a call keeps neither the call's judgement nor its request."""
+    copied: list[contextvars.Context] = []
+    http.post(
+        f"{upstream.url}/outer",
+        data=b"x" * 1000,
+        hooks={"response": lambda response, **kwargs: copied.append(contextvars.copy_context())},
+    )
+    held = copied[0].run(seams._held)
+    assert held is not None
+    assert (held.verdicts, held.request) == (None, None)
+
+
+def test_each_send_judges_the_seams_once(
+    monkeypatch: pytest.MonkeyPatch, http: wsgi_pool.Client, upstream: Upstream
+) -> None:
+    """Every seam is judged once per send: a client's get, its send of a prepared request, a
+    requests session over wsgi_pool's adapter, and each hop of a redirect."""
+    judged: list[int] = []
+    real = seams.Every.judged
+
+    def counting(self: seams.Every) -> Any:
+        judged.append(1)
+        return real(self)
+
+    monkeypatch.setattr(seams.Every, "judged", counting)
+    session = requests.Session()
+    session.mount("http://", wsgi_pool.adapter())
+    prepared = http.prepare_request(requests.Request("GET", f"{upstream.url}/sent"))
+    for send, times in [
+        (lambda: http.get(f"{upstream.url}/get"), 1),
+        (lambda: http.send(prepared), 1),
+        (lambda: session.get(f"{upstream.url}/session"), 1),
+        (lambda: http.get(f"{upstream.url}/r?status=302&location=/there"), 2),
+    ]:
+        judged.clear()
+        assert send().status_code == 200
+        assert len(judged) == times

@@ -272,8 +272,9 @@ class SharedAdapter(ReadOnly, HTTPAdapter):
     ) -> requests.Response:
         """A call under ``policy``: tries under the deadline, retries and replay, errors named,
         the size capped."""
-        # The seams judged once for the call, unless a client's request() did for this request.
-        held = None if seams.holds(request) else seams.hold(request)
+        # The seams judged once for the call, unless the client's request() or send() did
+        # for this send of this request.
+        held = None if seams.spend(request) else seams.hold(request)
         token = None
         try:
             if self.http_cache is not None:

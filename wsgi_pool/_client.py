@@ -446,12 +446,17 @@ class Client(requests.Session):
                 request.url, None, None, None, None
             )["proxies"]
         token = self._bind_deadline(request.url, None) if _deadline.current() is None else None
+        # The seams judged for this send, unless request() did: a send from a hook of a call
+        # (or of one of its redirects) is judged for itself.
+        held = None if seams.holds(request) else seams.hold(request)
         try:
             if seams.SESSION.intact():
                 response = fast_session.send(self, request, **kwargs)
             else:  # an instrumentation wraps Session.send (OpenTelemetry's): it sees every call
                 response = super().send(request, **kwargs)
         finally:
+            if held is not None:
+                seams.release(held)
             if serving is not None:
                 stop_serving(serving)
             if token is not None:

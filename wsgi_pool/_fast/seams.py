@@ -14,10 +14,11 @@ or a function from elsewhere is not, whichever was imported first. Each answer i
 against the object it was given for, so a check costs a dictionary look-up and a comparison.
 
 A call judges every group once, at its start (:func:`hold`, :data:`EVERY`; a client's
-``request()``, else the adapter's send): the groups its layers ask answer that judgement
-until the call ends, one comparison of every seam's value instead of one per group asked. A
-patch installed while a call runs is seen from the next call on, a call made from one of
-its hooks included; a context copied during the call judges for itself once it ends.
+``request()`` or ``send()``, else the adapter's send): the groups its layers ask answer that
+judgement until the call ends, one comparison of every seam's value instead of one per group
+asked. A patch installed while a call runs is seen from the next send on: a send made from
+one of the call's hooks (its own request sent again included) is judged for itself, and a
+context copied during the call judges for itself once it ends.
 """
 
 from __future__ import annotations
@@ -184,14 +185,25 @@ def hold(request: object = None) -> Held:
 def release(held: Held) -> None:
     """The call ``held`` was taken for has ended: the groups judge for themselves again."""
     held.verdicts = None
+    held.request = None
     _holding.reset(held.token)
 
 
 def holds(request: object) -> bool:
-    """Whether the call running here was judged for ``request``: else a send of it is a call
-    of its own (made from a hook of the call, say), which judges for itself."""
+    """Whether the call running here was judged for sending ``request``: else a send of it
+    is a call of its own (made from a hook of the call, say), which judges for itself."""
     held = _held()
     return held is not None and held.request is request and held.verdicts is not None
+
+
+def spend(request: object) -> bool:
+    """:func:`holds`, and the judgement is then spent on this send of ``request``: a later
+    send of the same request (a hook sending it again) judges for itself."""
+    held = _held()
+    if held is None or held.request is not request or held.verdicts is None:
+        return False
+    held.request = None
+    return True
 
 
 def _home(function: Any) -> str:
