@@ -150,7 +150,7 @@ class Every(Group):
             group.index = index
 
     def _judge(self) -> tuple[bool, ...]:
-        return tuple(all(seam.intact() for seam in group.seams) for group in self.groups)
+        return tuple(group._judge() for group in self.groups)
 
 
 class Held:
